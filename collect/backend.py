@@ -1,0 +1,72 @@
+"""The interface every simulator backend implements, and what it returns each step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from collect.scene import Scene
+
+
+@dataclass(frozen=True)
+class Controls:
+    """Controls the ego vehicle actually applied (after clipping), recorded in ``steer/throttle/brake``."""
+
+    steer: float = 0.0
+    throttle: float = 0.0
+    brake: float = 0.0
+
+    @classmethod
+    def from_action(cls, action: np.ndarray) -> "Controls":
+        """Action ``[steer, throttle (>0) / brake (<0)]`` in [-1, 1] as controls."""
+        steer, accel = (float(np.clip(a, -1.0, 1.0)) for a in action)
+        return cls(steer=steer, throttle=max(accel, 0.0), brake=max(-accel, 0.0))
+
+
+@dataclass(frozen=True)
+class Events:
+    """What happened on arriving at an observation."""
+
+    collision: bool = False
+    collision_with: str | None = None  # agent kind, or "static"
+    off_road: bool = False
+    red_light: bool = False  # crossed a stop line on red
+
+
+@dataclass(frozen=True)
+class RouteState:
+    progress: float
+    completion: float
+    distance_to_goal: float
+    lateral_offset: float
+    heading_error: float
+    ahead: np.ndarray  # (ROUTE_AHEAD_POINTS, 2) ego frame
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One simulator frame: sim time, ego speed and controls, route metrics, scene, camera, events."""
+
+    t: float
+    speed: float
+    controls: Controls
+    route: RouteState
+    scene: Scene
+    events: Events
+    camera: np.ndarray | None = None  # HxWx3 uint8 RGB front camera; None where the backend has none
+
+
+class Backend(Protocol):
+    """A simulator session. ``reset`` starts an episode on a route sampled from ``seed``."""
+
+    name: str
+    map_name: str
+    dt: float
+
+    def reset(self, seed: int) -> Observation: ...
+
+    def step(self, action: np.ndarray) -> Observation: ...
+
+    def close(self) -> None: ...

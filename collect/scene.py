@@ -1,0 +1,77 @@
+"""Backend-neutral description of what the simulator shows: the static map, the moving agents, the ego.
+
+Every backend (SUMO, CARLA) fills these types; the BEV rasteriser, the expert policy and the rollout writer
+read only them, so the picture CLIP sees and the rows on disk look the same whatever the simulator.
+All coordinates here are world coordinates in metres, yaw counter-clockwise in radians from +x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Pose:
+    x: float
+    y: float
+    yaw: float
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A road user other than the ego; ``kind`` is one of ``data_schema.schema.AGENT_KINDS``."""
+
+    kind: str
+    x: float
+    y: float
+    yaw: float
+    speed: float
+    length: float
+    width: float
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A lane (or sidewalk) as a centre polyline ``(N, 2)`` with a constant width."""
+
+    centre: np.ndarray
+    width: float
+
+
+@dataclass(frozen=True)
+class MapGeometry:
+    """The static layer of a map, drawn once per map by the rasteriser."""
+
+    name: str
+    lanes: tuple[Lane, ...]
+    sidewalks: tuple[Lane, ...] = ()
+    crosswalks: tuple[np.ndarray, ...] = ()  # polygons (M, 2)
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) over every drawn element."""
+        points = [lane.centre for lane in self.lanes + self.sidewalks] + list(self.crosswalks)
+        stacked = np.concatenate(points, axis=0)
+        return (*stacked.min(axis=0), *stacked.max(axis=0))
+
+
+@dataclass(frozen=True)
+class TrafficLight:
+    """A stop line ``(2, 2)`` and its current state: ``r``, ``y`` or ``g``."""
+
+    stop_line: np.ndarray
+    state: str
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One frame of the world around the ego."""
+
+    map: MapGeometry
+    ego: Pose
+    ego_length: float
+    ego_width: float
+    agents: tuple[Agent, ...] = ()
+    traffic_lights: tuple[TrafficLight, ...] = ()
+    route: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # remaining route polyline (N, 2)

@@ -1,0 +1,318 @@
+"""The dataset handle: layout on disk, shard listing, reads with column selection, label sets and joins.
+
+::
+
+    <root>/dataset.json                          format, schema_version, created, created_by
+    <root>/episodes/<shard>.parquet              raw steps; written once, never changed
+    <root>/labels/<label_set>/label_set.json     the label set's spec and provenance
+    <root>/labels/<label_set>/<shard>.parquet    one label shard per raw shard, same name
+    <root>/cache/<kind>/<key>/<shard>.parquet    reusable model outputs
+
+Nothing here loads a whole dataset unless asked: ``iter_steps`` and ``iter_joined`` go shard by shard.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import socket
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import pandas as pd
+import pyarrow as pa
+
+from data_schema import shards
+from data_schema.errors import DatasetError
+from data_schema.images import decode_image
+from data_schema.schema import FORMAT_NAME, IMAGE_COLUMNS, KEY_COLUMNS, LABEL_SCHEMA, RAW_STEP_SCHEMA, SCHEMA_VERSION
+from data_schema.storage import atomic_write_bytes, filesystem, remove_leftovers
+
+SHARD_SUFFIX = ".parquet"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_name(kind: str, name: str) -> str:
+    """Shard and label-set names become file names: keep them to a safe alphabet."""
+    if not _NAME.match(name) or name.endswith(".tmp"):
+        raise DatasetError(f"invalid {kind} name {name!r}: use letters, digits, '.', '_' and '-' (max 128)")
+    return name
+
+
+def new_shard_name(run_id: str, first_episode: int) -> str:
+    """A shard name unique across concurrent writers: creation time, run id, index of its first episode."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return check_name("shard", f"{stamp}-{run_id}-e{first_episode:06d}")
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """One label set of a dataset: ``labels/<name>/``."""
+
+    dataset: "Dataset"
+    name: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.dataset.path}/labels/{self.name}"
+
+    def shard_path(self, shard: str) -> str:
+        return f"{self.path}/{shard}{SHARD_SUFFIX}"
+
+    def exists(self) -> bool:
+        return self.dataset.fs.exists(f"{self.path}/label_set.json")
+
+    def spec(self) -> dict[str, Any]:
+        """The stored ``label_set.json`` (spec, its hash and provenance)."""
+        path = f"{self.path}/label_set.json"
+        if not self.dataset.fs.exists(path):
+            raise DatasetError(f"{path}: label set {self.name!r} does not exist; known: {self.dataset.label_sets()}")
+        with self.dataset.fs.open(path, "r") as f:
+            return json.load(f)
+
+    @property
+    def hash(self) -> str:
+        return self.spec()["hash"]
+
+    def write_spec(self, document: dict[str, Any]) -> None:
+        if "hash" not in document:
+            raise DatasetError(f"{self.path}/label_set.json: a label-set document needs a 'hash'")
+        data = json.dumps(document, indent=2, sort_keys=True).encode()
+        atomic_write_bytes(self.dataset.fs, f"{self.path}/label_set.json", data)
+
+    def shards(self) -> list[str]:
+        """Names of complete label shards (tmp files of running or crashed writers are not listed)."""
+        return self.dataset._list_shards(self.path)
+
+    def shard_hash(self, shard: str) -> str | None:
+        """The label-set hash a label shard was written for, or None if the shard is absent."""
+        path = self.shard_path(shard)
+        if not self.dataset.fs.exists(path):
+            return None
+        meta = shards.shard_metadata(self.dataset.fs, path)
+        return meta.get(shards.META_LABEL_SET_HASH, b"").decode() or None
+
+    def write_shard(self, shard: str, table: pa.Table, label_set_hash: str) -> None:
+        shards.write_shard(self.dataset.fs, self.shard_path(shard), table, "labels", label_set_hash)
+
+    def read_shard(self, shard: str, columns: Sequence[str] | None = None) -> pa.Table:
+        """A label shard, checked against this label set's hash so that stale labels are never mixed in."""
+        return shards.read_shard(self.dataset.fs, self.shard_path(shard), "labels", columns, label_set_hash=self.hash)
+
+    def remove_leftovers(self) -> list[str]:
+        return remove_leftovers(self.dataset.fs, self.path)
+
+
+class Dataset:
+    """A dataset rooted at a local path or an fsspec URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.fs, self.path = filesystem(url)
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.url!r})"
+
+    # -- creation and opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, url: str, created_by: str = "drive-vlm-rl") -> "Dataset":
+        """Open ``url``, creating an empty dataset there if it has none yet."""
+        ds = cls(url)
+        if ds.fs.exists(ds._manifest_path):
+            ds._check_manifest()
+            return ds
+        if ds.fs.exists(ds.path) and ds.fs.ls(ds.path, detail=False):
+            raise DatasetError(f"{ds.url}: exists, is not empty and has no dataset.json; refusing to write into it")
+        manifest = {
+            "format": FORMAT_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_by": created_by,
+            "host": socket.gethostname(),
+        }
+        atomic_write_bytes(ds.fs, ds._manifest_path, json.dumps(manifest, indent=2).encode())
+        return ds
+
+    @classmethod
+    def open(cls, url: str) -> "Dataset":
+        ds = cls(url)
+        ds._check_manifest()
+        return ds
+
+    @property
+    def _manifest_path(self) -> str:
+        return f"{self.path}/dataset.json"
+
+    def manifest(self) -> dict[str, Any]:
+        try:
+            with self.fs.open(self._manifest_path, "r") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            raise DatasetError(f"{self._manifest_path}: not found; is {self.url} a dataset? (`pipeline collect` creates one)") from None
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{self._manifest_path}: not valid JSON ({e})") from e
+
+    def _check_manifest(self) -> None:
+        manifest = self.manifest()
+        if manifest.get("format") != FORMAT_NAME:
+            raise DatasetError(f"{self._manifest_path}: format {manifest.get('format')!r}, expected {FORMAT_NAME!r}")
+        if int(manifest.get("schema_version", 0)) > SCHEMA_VERSION:
+            raise DatasetError(
+                f"{self._manifest_path}: schema_version {manifest['schema_version']} is newer than {SCHEMA_VERSION}; upgrade drive-vlm-rl"
+            )
+
+    # -- raw episode shards --------------------------------------------------------------------------------
+
+    @property
+    def episodes_path(self) -> str:
+        return f"{self.path}/episodes"
+
+    def shard_path(self, shard: str) -> str:
+        return f"{self.episodes_path}/{shard}{SHARD_SUFFIX}"
+
+    def _list_shards(self, directory: str) -> list[str]:
+        if not self.fs.exists(directory):
+            return []
+        names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(directory, detail=False)]
+        return sorted(n[: -len(SHARD_SUFFIX)] for n in names if n.endswith(SHARD_SUFFIX))
+
+    def shards(self) -> list[str]:
+        """Names of complete raw shards, oldest first."""
+        return self._list_shards(self.episodes_path)
+
+    def write_episode_shard(self, shard: str, table: pa.Table) -> None:
+        """Write a new raw shard; raw shards are immutable, so an existing name is an error."""
+        path = self.shard_path(check_name("shard", shard))
+        if self.fs.exists(path):
+            raise DatasetError(f"{path}: raw shards are immutable and this one exists already")
+        shards.write_shard(self.fs, path, table, "episodes")
+
+    def read_shard(self, shard: str, columns: Sequence[str] | None = None) -> pa.Table:
+        return shards.read_shard(self.fs, self.shard_path(shard), "episodes", columns)
+
+    def iter_steps(self, columns: Sequence[str] | None = None, shards: Sequence[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
+        """``(shard, table)`` for each raw shard, reading only ``columns`` (all when None)."""
+        for shard in shards if shards is not None else self.shards():
+            yield shard, self.read_shard(shard, _with_keys(columns))
+
+    def read_steps(self, columns: Sequence[str] | None = None, shards: Sequence[str] | None = None) -> pa.Table:
+        """Raw steps of the chosen shards as one Arrow table. Images are skipped unless named in ``columns``."""
+        if columns is None:
+            columns = [c for c in RAW_STEP_SCHEMA.names if c not in IMAGE_COLUMNS]
+        tables = [t for _, t in self.iter_steps(columns, shards)]
+        if not tables:
+            return RAW_STEP_SCHEMA.empty_table().select(_with_keys(columns))
+        return pa.concat_tables(tables)
+
+    def episodes(self) -> pd.DataFrame:
+        """One row per episode: shard, steps, policy, seed, how it ended."""
+        cols = ["episode_id", "step", "policy", "seed", "collision", "off_road", "stuck", "terminated", "truncated", "route_completion", "is_last"]
+        frames = []
+        for shard, table in self.iter_steps(cols):
+            df = table.to_pandas()
+            last = df[df["is_last"]].set_index("episode_id")
+            agg = df.groupby("episode_id", sort=False).agg(steps=("step", "size"), policy=("policy", "first"), seed=("seed", "first"))
+            agg["shard"] = shard
+            for c in ("collision", "off_road", "stuck", "terminated", "truncated", "route_completion"):
+                agg[c] = last[c]
+            frames.append(agg.reset_index())
+        if not frames:
+            return pd.DataFrame(columns=["episode_id", "steps", "policy", "seed", "shard"])
+        return pd.concat(frames, ignore_index=True)
+
+    def remove_leftovers(self, owner: str = "") -> list[str]:
+        return remove_leftovers(self.fs, self.episodes_path, owner)
+
+    # -- label sets ----------------------------------------------------------------------------------------
+
+    def label_sets(self) -> list[str]:
+        root = f"{self.path}/labels"
+        if not self.fs.exists(root):
+            return []
+        names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(root, detail=False)]
+        return sorted(n for n in names if self.fs.exists(f"{root}/{n}/label_set.json"))
+
+    def label_set(self, name: str) -> LabelSet:
+        return LabelSet(self, check_name("label set", name))
+
+    def cache_path(self, kind: str, key: str) -> str:
+        return f"{self.path}/cache/{check_name('cache kind', kind)}/{check_name('cache key', key)}"
+
+    # -- joins for notebooks and training --------------------------------------------------------------------
+
+    def iter_joined(
+        self,
+        label_set: str,
+        columns: Sequence[str] | None = None,
+        label_columns: Sequence[str] | None = None,
+        shards: Sequence[str] | None = None,
+        decode: bool = False,
+        missing: str = "skip",
+    ) -> Iterator[pd.DataFrame]:
+        """Raw steps joined with a label set on (episode_id, step), one DataFrame per shard.
+
+        ``missing`` says what to do with raw shards the label set has not labelled yet: ``skip`` them (a
+        warning names them) or ``error``. Image columns stay encoded bytes unless ``decode`` is set.
+        """
+        if missing not in ("skip", "error"):
+            raise ValueError(f"missing must be 'skip' or 'error', got {missing!r}")
+        labels = self.label_set(label_set)
+        labels.spec()
+        labelled = set(labels.shards())
+        wanted = shards if shards is not None else self.shards()
+        absent = [s for s in wanted if s not in labelled]
+        if absent and missing == "error":
+            raise DatasetError(f"{labels.path}: no label shard for raw shard(s) {absent[:5]}{'...' if len(absent) > 5 else ''}")
+        if absent:
+            warnings.warn(f"label set {label_set!r} has no labels yet for {len(absent)} of {len(wanted)} shard(s); they are left out", stacklevel=2)
+        if columns is None:
+            columns = [c for c in RAW_STEP_SCHEMA.names if c not in IMAGE_COLUMNS]
+        label_columns = list(label_columns) if label_columns is not None else [c for c in LABEL_SCHEMA.names if c not in KEY_COLUMNS]
+        for shard in wanted:
+            if shard in absent:
+                continue
+            raw = self.read_shard(shard, _with_keys(columns)).to_pandas()
+            lab = labels.read_shard(shard, _with_keys(label_columns)).to_pandas()
+            if len(raw) != len(lab):
+                raise DatasetError(f"{labels.shard_path(shard)}: {len(lab)} label rows for {len(raw)} raw rows")
+            df = raw.merge(lab, on=list(KEY_COLUMNS), how="inner", validate="one_to_one", suffixes=("", "_label"))
+            if decode:
+                for c in IMAGE_COLUMNS:
+                    if c in df.columns:
+                        df[c] = [decode_image(b) if b is not None else None for b in df[c]]
+            yield df
+
+    def join(self, label_set: str, **kwargs: Any) -> pd.DataFrame:
+        """All joined rows as one DataFrame; see ``iter_joined`` for the arguments."""
+        frames = list(self.iter_joined(label_set, **kwargs))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    # -- summary -------------------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """Counts and sizes for ``pipeline info``."""
+        shard_names = self.shards()
+        steps = episodes = 0
+        for shard in shard_names:
+            table = self.read_shard(shard, ["episode_id"])
+            steps += table.num_rows
+            episodes += len(pa.compute.unique(table.column("episode_id")))
+        size = sum(self.fs.du(p) for p in (self.episodes_path, f"{self.path}/labels", f"{self.path}/cache") if self.fs.exists(p))
+        return {
+            "url": self.url,
+            "schema_version": self.manifest()["schema_version"],
+            "shards": len(shard_names),
+            "episodes": episodes,
+            "steps": steps,
+            "label_sets": {name: len(self.label_set(name).shards()) for name in self.label_sets()},
+            "bytes": int(size),
+        }
+
+
+def _with_keys(columns: Sequence[str] | None) -> list[str] | None:
+    if columns is None:
+        return None
+    return list(KEY_COLUMNS) + [c for c in columns if c not in KEY_COLUMNS]

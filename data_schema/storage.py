@@ -1,0 +1,76 @@
+"""Filesystem access through fsspec, with atomic writes: a reader never sees a partial file.
+
+Local files are written to ``<name>.<token>.tmp``, fsynced and renamed into place. Object stores have no
+rename; there the final ``put`` of a whole object is itself atomic, so the tmp step is skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from typing import Callable
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+TMP_SUFFIX = ".tmp"
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem and the path inside it for a local path or URL."""
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path.rstrip("/") if path != "/" else path
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def atomic_write(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[io.BufferedIOBase], None]) -> None:
+    """Write ``path`` through ``write(fileobj)`` so that it appears complete or not at all."""
+    parent = path.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    if not is_local(fs):
+        buffer = io.BytesIO()
+        write(buffer)
+        fs.pipe_file(path, buffer.getvalue())
+        return
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    atomic_write(fs, path, lambda f: f.write(data))
+
+
+def remove_leftovers(fs: fsspec.AbstractFileSystem, directory: str, owner: str = "") -> list[str]:
+    """Delete ``*.tmp`` files a crashed writer left in ``directory``; return what was removed.
+
+    ``owner`` restricts the clean-up to tmp files whose name contains it (a run id), so that one writer
+    never deletes the in-progress file of another writer running concurrently on the same dataset.
+    """
+    if not fs.exists(directory):
+        return []
+    removed = [
+        p
+        for p in fs.ls(directory, detail=False)
+        if p.endswith(TMP_SUFFIX) and owner in p.rsplit("/", 1)[-1]
+    ]
+    for p in removed:
+        fs.rm(p)
+    return removed

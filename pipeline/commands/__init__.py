@@ -1,0 +1,1 @@
+"""One module per ``pipeline`` sub-command group."""
