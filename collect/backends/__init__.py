@@ -1,0 +1,1 @@
+"""Simulator backends: ``sumo`` (embedded default) and ``carla`` (needs a running server)."""
