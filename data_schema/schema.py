@@ -39,7 +39,10 @@ AGENT_TYPE = pa.struct(
     ]
 )
 
-ACTION_TYPE = pa.list_(pa.float32(), 2)
+#: A variable-size list checked to hold 2 values on write: Parquet (Arrow 23) cannot round-trip a nullable
+#: fixed-size list, and the last row of every episode has a null action.
+ACTION_TYPE = pa.list_(pa.float32())
+ACTION_SIZE = 2
 POINT_TYPE = pa.list_(pa.float32(), 2)
 
 RAW_STEP_SCHEMA = pa.schema(

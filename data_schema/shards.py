@@ -7,10 +7,11 @@ from typing import Sequence
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data_schema.errors import SchemaError
-from data_schema.schema import META_KIND, META_LABEL_SET_HASH, META_SCHEMA_VERSION, SCHEMA_VERSION, SCHEMAS, with_metadata
+from data_schema.schema import ACTION_SIZE, META_KIND, META_LABEL_SET_HASH, META_SCHEMA_VERSION, SCHEMA_VERSION, SCHEMAS, with_metadata
 from data_schema.storage import atomic_write
 
 
@@ -29,6 +30,10 @@ def conform(table: pa.Table, kind: str, path: str) -> pa.Table:
             columns.append(column.cast(field.type) if column.type != field.type else column)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise SchemaError(path, f"type {column.type} cannot be read as {field.type}: {e}", column=field.name) from e
+    if kind == "episodes":
+        sizes = pc.list_value_length(columns[schema.get_field_index("action")])
+        if pc.any(pc.not_equal(sizes, ACTION_SIZE)).as_py():
+            raise SchemaError(path, f"every non-null action must hold {ACTION_SIZE} values (steer, throttle/brake)", column="action")
     return pa.Table.from_arrays(columns, schema=schema)
 
 

@@ -1,0 +1,305 @@
+"""The dataset contract: schema round trip, atomic writes, clear errors on bad shards, joins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data_schema import (
+    LABEL_SCHEMA,
+    RAW_STEP_SCHEMA,
+    ROUTE_AHEAD_POINTS,
+    Dataset,
+    DatasetError,
+    SchemaError,
+    decode_image,
+    encode_png,
+)
+from data_schema.features import STATE_DIM, state_matrix, state_vector
+from data_schema.schema import META_SCHEMA_VERSION
+
+
+def raw_episode(episode_id: str, steps: int, seed: int = 0) -> pa.Table:
+    """A schema-complete episode with distinct per-step values and a small BEV image per row."""
+    rng = np.random.default_rng(seed)
+    frames = [encode_png(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)) for _ in range(steps)]
+    last = [False] * (steps - 1) + [True]
+    return pa.table(
+        {
+            "episode_id": [episode_id] * steps,
+            "step": pa.array(range(steps), pa.int32()),
+            "t": [0.1 * i for i in range(steps)],
+            "backend": ["sumo"] * steps,
+            "map": ["town"] * steps,
+            "seed": [seed] * steps,
+            "policy": ["random"] * steps,
+            "bev": frames,
+            "camera": pa.array([None] * steps, pa.binary()),
+            "x": rng.normal(size=steps),
+            "y": rng.normal(size=steps),
+            "yaw": rng.normal(size=steps).astype(np.float32),
+            "speed": rng.uniform(0, 8, steps).astype(np.float32),
+            "steer": rng.uniform(-1, 1, steps).astype(np.float32),
+            "throttle": rng.uniform(0, 1, steps).astype(np.float32),
+            "brake": np.zeros(steps, np.float32),
+            "lateral_offset": rng.normal(size=steps).astype(np.float32),
+            "heading_error": rng.normal(size=steps).astype(np.float32),
+            "route_progress": np.arange(steps, dtype=np.float32),
+            "route_completion": np.linspace(0, 1, steps, dtype=np.float32),
+            "distance_to_goal": np.arange(steps, 0, -1, dtype=np.float32),
+            "route_ahead": [rng.normal(size=(ROUTE_AHEAD_POINTS, 2)).astype(np.float32).tolist() for _ in range(steps)],
+            "agents": [[{"kind": "pedestrian", "x": 5.0, "y": 0.5, "yaw": 0.0, "speed": 1.2, "length": 0.5, "width": 0.5}]] * steps,
+            "action": [[0.1, 0.5]] * (steps - 1) + [None],
+            "collision": [False] * steps,
+            "collision_with": pa.array([None] * steps, pa.string()),
+            "off_road": [False] * steps,
+            "red_light": [False] * steps,
+            "stuck": [False] * steps,
+            "terminated": last,
+            "truncated": [False] * steps,
+            "is_last": last,
+        }
+    )
+
+
+def labels_for(raw: pa.Table, reward_offset: float = 0.0) -> pa.Table:
+    n = raw.num_rows
+    values = {name: np.full(n, 0.5, np.float32) for name in LABEL_SCHEMA.names if LABEL_SCHEMA.field(name).type == pa.float32()}
+    values["reward"] = np.arange(n, dtype=np.float32) + reward_offset
+    return pa.table(
+        {
+            "episode_id": raw.column("episode_id"),
+            "step": raw.column("step"),
+            **values,
+            "gate": [False] * n,
+            "gate_source": ["scene"] * n,
+            "detections": pa.array([[]] * n, LABEL_SCHEMA.field("detections").type),
+            "vlm_text": pa.array([None] * n, pa.string()),
+            "vlm_json": pa.array([None] * n, pa.string()),
+            "vlm_ok": pa.array([None] * n, pa.bool_()),
+        }
+    )
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Dataset:
+    ds = Dataset.create(str(tmp_path / "ds"))
+    ds.write_episode_shard("s0", pa.concat_tables([raw_episode("a", 5, 1), raw_episode("b", 3, 2)]))
+    ds.write_episode_shard("s1", raw_episode("c", 4, 3))
+    return ds
+
+
+def test_round_trip_preserves_every_column(tmp_path):
+    ds = Dataset.create(str(tmp_path / "ds"))
+    original = raw_episode("ep", 6, seed=5)
+    ds.write_episode_shard("shard", original)
+    back = ds.read_shard("shard")
+    assert back.schema.equals(RAW_STEP_SCHEMA, check_metadata=False)
+    assert back.to_pylist() == original.cast(RAW_STEP_SCHEMA).to_pylist()
+    assert pq.read_schema(ds.shard_path("shard")).metadata[META_SCHEMA_VERSION] == b"1"
+
+
+def test_listing_counts_and_column_selection(dataset):
+    assert dataset.shards() == ["s0", "s1"]
+    episodes = dataset.episodes()
+    assert sorted(episodes.episode_id) == ["a", "b", "c"]
+    assert dict(zip(episodes.episode_id, episodes.steps)) == {"a": 5, "b": 3, "c": 4}
+    steps = dataset.read_steps(["speed"])
+    assert steps.column_names == ["episode_id", "step", "speed"]
+    assert steps.num_rows == 12
+    assert "bev" not in dataset.read_steps().column_names
+    info = dataset.info()
+    assert (info["episodes"], info["steps"], info["shards"], info["schema_version"]) == (3, 12, 2, 1)
+
+
+def test_raw_shards_are_immutable(dataset):
+    with pytest.raises(DatasetError, match="immutable"):
+        dataset.write_episode_shard("s1", raw_episode("d", 2))
+
+
+def test_missing_column_is_rejected_at_write_naming_it(tmp_path):
+    ds = Dataset.create(str(tmp_path / "ds"))
+    with pytest.raises(SchemaError, match="column 'speed'") as err:
+        ds.write_episode_shard("bad", raw_episode("e", 3).drop_columns(["speed"]))
+    assert "bad.parquet" in str(err.value)
+    assert ds.shards() == []
+
+
+def test_null_in_non_nullable_column_is_rejected(tmp_path):
+    ds = Dataset.create(str(tmp_path / "ds"))
+    table = raw_episode("e", 3)
+    table = table.set_column(table.schema.get_field_index("speed"), "speed", pa.array([1.0, None, 2.0], pa.float32()))
+    with pytest.raises(SchemaError, match="column 'speed'"):
+        ds.write_episode_shard("bad", table)
+
+
+def test_truncated_shard_gives_clear_error(dataset):
+    path = dataset.shard_path("s1")
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(SchemaError, match=r"s1\.parquet.*corrupt or truncated"):
+        dataset.read_shard("s1")
+
+
+def test_garbage_shard_gives_clear_error(dataset):
+    with open(dataset.shard_path("s1"), "wb") as f:
+        f.write(b"not parquet at all")
+    with pytest.raises(SchemaError, match=r"s1\.parquet"):
+        list(dataset.iter_steps(["speed"]))
+
+
+def test_newer_schema_version_and_missing_column_are_named(dataset):
+    table = dataset.read_shard("s1")
+    newer = table.replace_schema_metadata({META_SCHEMA_VERSION: b"2", b"drive_vlm_rl.kind": b"episodes"})
+    pq.write_table(newer, dataset.shard_path("s1"))
+    with pytest.raises(SchemaError, match="schema_version 2, newer than 1"):
+        dataset.read_shard("s1")
+
+    stripped = table.drop_columns(["heading_error"])
+    pq.write_table(stripped, dataset.shard_path("s1"))
+    with pytest.raises(SchemaError, match=r"s1\.parquet, column 'heading_error'"):
+        dataset.read_shard("s1")
+
+
+def test_unknown_column_request_is_named(dataset):
+    with pytest.raises(SchemaError, match="column 'sped'"):
+        dataset.read_shard("s0", ["sped"])
+
+
+def test_newer_dataset_manifest_is_refused(tmp_path):
+    ds = Dataset.create(str(tmp_path / "ds"))
+    (tmp_path / "ds" / "dataset.json").write_text('{"format": "drive-vlm-rl", "schema_version": 9}')
+    with pytest.raises(DatasetError, match="schema_version 9"):
+        Dataset.open(ds.url)
+
+
+def test_open_non_dataset_names_the_manifest(tmp_path):
+    with pytest.raises(DatasetError, match="dataset.json: not found"):
+        Dataset.open(str(tmp_path / "nothing"))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.txt").write_text("x")
+    with pytest.raises(DatasetError, match="not empty"):
+        Dataset.create(str(tmp_path / "full"))
+
+
+def test_killed_writer_leaves_no_visible_shard(tmp_path):
+    """A real process killed with SIGKILL while its write is in flight leaves at most a *.tmp file."""
+    root = tmp_path / "ds"
+    Dataset.create(str(root))
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        import pyarrow.parquet as pq
+        from data_schema import Dataset
+        from tests_data_schema_helpers import raw_episode
+        real_write = pq.write_table
+        def write_then_die(table, where, **kw):
+            real_write(table, where, **kw)
+            where.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        pq.write_table = write_then_die
+        Dataset.open({str(root)!r}).write_episode_shard("run1-e000000", raw_episode("x", 50))
+        """
+    )
+    helpers = tmp_path / "tests_data_schema_helpers.py"
+    helpers.write_text(_helpers_source())
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.getcwd()}"})
+    assert proc.returncode == -9
+    ds = Dataset.open(str(root))
+    assert ds.shards() == []
+    leftovers = [p for p in os.listdir(root / "episodes") if p.endswith(".tmp")]
+    assert len(leftovers) == 1 and leftovers[0].startswith("run1-e000000.parquet.")
+    assert ds.remove_leftovers(owner="other-run") == []
+    assert len(ds.remove_leftovers(owner="run1")) == 1
+    assert os.listdir(root / "episodes") == []
+
+
+def _helpers_source() -> str:
+    import inspect
+
+    return "import numpy as np\nimport pyarrow as pa\nfrom data_schema import encode_png, ROUTE_AHEAD_POINTS\n\n" + inspect.getsource(raw_episode)
+
+
+def label_set_with(ds: Dataset, name: str, shards: dict[str, float], label_hash: str = "h1"):
+    labels = ds.label_set(name)
+    labels.write_spec({"hash": label_hash, "spec": {"name": name}})
+    for shard, offset in shards.items():
+        labels.write_shard(shard, labels_for(ds.read_shard(shard), offset), label_hash)
+    return labels
+
+
+def test_join_returns_exactly_the_labelled_rows(dataset):
+    label_set_with(dataset, "v1", {"s0": 0.0, "s1": 100.0})
+    df = dataset.join("v1", columns=["speed"], label_columns=["reward"])
+    assert list(df.columns) == ["episode_id", "step", "speed", "reward"]
+    assert len(df) == 12
+    assert df.set_index(["episode_id", "step"]).loc[("c", 2), "reward"] == 102.0
+    assert df.set_index(["episode_id", "step"]).loc[("a", 4), "reward"] == 4.0
+
+
+def test_join_skips_unlabelled_shards_with_a_warning_or_errors(dataset):
+    label_set_with(dataset, "v1", {"s0": 0.0})
+    with pytest.warns(UserWarning, match="1 of 2"):
+        df = dataset.join("v1", columns=["speed"], label_columns=["reward"])
+    assert set(df.episode_id) == {"a", "b"}
+    with pytest.raises(DatasetError, match="no label shard for raw shard"):
+        dataset.join("v1", missing="error")
+
+
+def test_stale_label_shard_is_never_mixed_in(dataset):
+    labels = label_set_with(dataset, "v1", {"s0": 0.0, "s1": 0.0}, label_hash="old")
+    labels.write_spec({"hash": "new"})
+    assert labels.shard_hash("s0") == "old"
+    with pytest.raises(SchemaError, match="stale label shard: label-set hash old, expected new"):
+        dataset.join("v1")
+
+
+def test_images_decoded_only_when_asked(dataset):
+    label_set_with(dataset, "v1", {"s0": 0.0, "s1": 0.0})
+    encoded = dataset.join("v1", columns=["bev"], label_columns=["reward"])
+    assert isinstance(encoded.bev.iloc[0], bytes)
+    decoded = dataset.join("v1", columns=["bev"], label_columns=["reward"], decode=True)
+    frame = decoded.bev.iloc[0]
+    assert frame.shape == (16, 16, 3) and frame.dtype == np.uint8
+    assert np.array_equal(frame, decode_image(encoded.bev.iloc[0]))
+
+
+def test_fsspec_url_works_like_a_path(tmp_path):
+    ds = Dataset.create(f"file://{tmp_path}/ds")
+    ds.write_episode_shard("s0", raw_episode("a", 3))
+    assert Dataset.open(str(tmp_path / "ds")).read_steps(["speed"]).num_rows == 3
+    memory = Dataset.create("memory://bucket/ds")
+    memory.write_episode_shard("s0", raw_episode("m", 4))
+    assert Dataset.open("memory://bucket/ds").episodes().steps.tolist() == [4]
+
+
+def test_invalid_names_are_refused(dataset):
+    with pytest.raises(DatasetError, match="invalid label set name"):
+        dataset.label_set("../escape")
+    with pytest.raises(DatasetError, match="invalid shard name"):
+        dataset.write_episode_shard("a/b", raw_episode("z", 2))
+
+
+def test_state_matrix_matches_state_vector():
+    table = raw_episode("s", 4, seed=9)
+    matrix = state_matrix(table)
+    assert matrix.shape == (4, STATE_DIM)
+    row = table.slice(2, 1).to_pylist()[0]
+    expected = state_vector(row["speed"], row["steer"], row["throttle"], row["brake"], row["lateral_offset"], row["heading_error"], np.array(row["route_ahead"]))
+    np.testing.assert_allclose(matrix[2], expected, rtol=1e-6)
+
+
+def test_action_must_hold_two_values(tmp_path):
+    ds = Dataset.create(str(tmp_path / "ds"))
+    table = raw_episode("e", 3)
+    bad = pa.array([[0.1, 0.2, 0.3], [0.0, 0.0], None], pa.list_(pa.float32()))
+    with pytest.raises(SchemaError, match="column 'action'"):
+        ds.write_episode_shard("bad", table.set_column(table.schema.get_field_index("action"), "action", bad))
