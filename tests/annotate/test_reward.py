@@ -1,0 +1,141 @@
+"""Reward synthesis against hand-computed values (SPEC §4), including clipping edges and penalties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from annotate.reward import SYNTHESIS_COLUMNS, RewardConfig, recompute, rolling_std, synthesize
+
+TARGET = 25 / 3.6  # m/s
+
+
+def rows(**overrides):
+    """A one-episode table of n rows with neutral values, overridden column by column."""
+    n = len(next(iter(overrides.values())))
+    base = {
+        "episode_id": ["e0"] * n,
+        "step": list(range(n)),
+        "r_static": [-0.015] * n,
+        "r_dynamic": [0.0] * n,
+        "speed": [TARGET / 2] * n,
+        "lateral_offset": [0.0] * n,
+        "heading_error": [0.0] * n,
+        "collision": [False] * n,
+        "off_road": [False] * n,
+        "stuck": [False] * n,
+    }
+    base.update(overrides)
+    return {k: np.asarray(v) for k, v in base.items()}
+
+
+def test_semantic_clips_at_both_thresholds_and_scales_linearly():
+    out = synthesize(rows(r_static=[-0.05, -0.02, -0.015, 0.01, 0.02], r_dynamic=[0.0, -0.01, 0.0, -0.01, 0.0]), RewardConfig())
+    np.testing.assert_allclose(out["semantic"], [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(out["desired_speed"], [0.0, 0.0, TARGET / 2, TARGET, TARGET], atol=1e-5)
+
+
+def test_speed_factor_is_one_at_the_desired_speed_and_goes_negative_far_above_target():
+    out = synthesize(rows(r_static=[-0.015, -0.015, 0.0, -0.03], speed=[TARGET / 2, 0.0, 0.0, 2.5 * TARGET]), RewardConfig())
+    np.testing.assert_allclose(out["f_speed"], [1.0, 0.5, 0.0, -1.5], atol=1e-5)
+
+
+def test_center_and_angle_factors_with_floors():
+    out = synthesize(rows(lateral_offset=[1.5, -1.5, -4.0], heading_error=[math.pi / 4, -math.pi / 4, -2.0]), RewardConfig())
+    np.testing.assert_allclose(out["f_center"], [0.5, 0.5, 0.0], atol=1e-6)
+    np.testing.assert_allclose(out["f_angle"], [0.5, 0.5, 0.0], atol=1e-6)
+
+
+def test_reward_is_the_product_of_the_factors():
+    out = synthesize(rows(speed=[0.0], lateral_offset=[1.5], heading_error=[math.pi / 4]), RewardConfig())
+    # f_speed 0.5 (desired TARGET/2, v = 0), f_center 0.5, f_angle 0.5, f_stability 1 (single row)
+    np.testing.assert_allclose(out["reward"], [0.125], atol=1e-6)
+    assert out["penalty"][0] == 0.0
+
+
+def test_stability_uses_the_episode_history_only():
+    # std([0]) = 0, std([0, .4]) = .2, std([0, .4, 0]) = .188562
+    out = synthesize(rows(lateral_offset=[0.0, 0.4, 0.0]), RewardConfig())
+    np.testing.assert_allclose(out["f_stability"], [1.0, 0.5, 1 - 0.188562 / 0.4], atol=1e-5)
+
+
+def test_stability_window_is_the_last_30_rows():
+    offsets = [0.3] + [0.0] * 39  # the outlier leaves the 30-row window at row 30
+    out = synthesize(rows(lateral_offset=offsets, speed=[0.0] * 40), RewardConfig())
+    # row 29: one 0.3 among 30 values: mean .01, var (.29^2 + 29 * .01^2) / 30 = .0029
+    assert out["f_stability"][29] == pytest.approx(1 - math.sqrt(0.0029) / 0.4, abs=1e-5)
+    assert out["f_stability"][30] == pytest.approx(1.0)
+
+
+def test_rolling_std_separates_interleaved_episodes_and_any_row_order():
+    episode = np.array(["b", "a", "b", "a", "a"])
+    step = np.array([1, 2, 0, 0, 1])
+    values = np.array([0.4, 1.0, 0.0, 1.0, 1.0])
+    np.testing.assert_allclose(rolling_std(values, episode, step, 30), [0.2, 0.0, 0.0, 0.0, 0.0], atol=1e-9)
+    # window 2 on episode a after a jump: std([1, 3]) = 1
+    np.testing.assert_allclose(rolling_std(np.array([1.0, 3.0, 3.0]), np.array(["a"] * 3), np.array([0, 1, 2]), 2), [0, 1, 0])
+
+
+def test_penalty_replaces_the_reward_on_collision_off_road_and_stuck():
+    out = synthesize(
+        rows(collision=[True, False, False, False], off_road=[False, True, False, False], stuck=[False, False, True, False]),
+        RewardConfig(),
+    )
+    np.testing.assert_array_equal(out["reward"][:3], [-10.0, -10.0, -10.0])
+    np.testing.assert_array_equal(out["penalty"], [-10.0, -10.0, -10.0, 0.0])
+    assert out["reward"][3] == pytest.approx(1.0)
+
+
+def test_no_penalty_ablation_zeroes_the_reward_of_penalised_rows():
+    out = synthesize(rows(collision=[True, False]), RewardConfig(penalty=0.0))
+    np.testing.assert_array_equal(out["reward"], [0.0, 1.0])
+    np.testing.assert_array_equal(out["penalty"], [0.0, 0.0])
+
+
+def test_penalised_events_are_configurable():
+    out = synthesize(rows(off_road=[True], collision=[False]), RewardConfig(penalize=("collision",)))
+    assert out["reward"][0] == pytest.approx(1.0)
+
+
+def test_recompute_from_stored_components_with_other_parameters_keeps_other_columns():
+    data = rows(r_static=[-0.015, -0.015], speed=[TARGET / 2, TARGET / 2], collision=[False, True])
+    data["bev_note"] = np.array(["x", "y"])
+    df = pd.DataFrame(data)
+    df["reward"] = 123.0  # a stale value that must be replaced
+    faster = RewardConfig(target_speed_kmh=50.0, penalty=0.0)
+    out = recompute(df, faster)
+    # desired = 0.5 * 50 km/h = TARGET, v = TARGET/2: f_speed = 1 - (TARGET/2) / (2 TARGET) = 0.75
+    np.testing.assert_allclose(out["f_speed"], [0.75, 0.75], atol=1e-5)
+    np.testing.assert_allclose(out["reward"], [0.75, 0.0], atol=1e-5)
+    assert list(out["bev_note"]) == ["x", "y"] and df["reward"].iloc[0] == 123.0
+    table = recompute(pa.table(data), faster)
+    assert table.column("bev_note").to_pylist() == ["x", "y"]
+    for name in SYNTHESIS_COLUMNS:
+        assert table.schema.field(name).type == pa.float32()
+        np.testing.assert_array_equal(table.column(name).to_numpy(), out[name].to_numpy())
+
+
+def test_missing_columns_are_named():
+    data = rows(speed=[1.0])
+    del data["heading_error"]
+    with pytest.raises(KeyError, match="heading_error"):
+        synthesize(data, RewardConfig())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"theta_min": 0.0, "theta_max": 0.0}, "theta_min"),
+        ({"target_speed_kmh": 0.0}, "target_speed_kmh"),
+        ({"penalty": 5.0}, "penalty"),
+        ({"stability_window": 0}, "stability_window"),
+        ({"penalize": ("crash",)}, "crash"),
+    ],
+)
+def test_invalid_parameters_are_rejected_with_the_field_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RewardConfig(**kwargs)
