@@ -1,0 +1,400 @@
+"""The embedded SUMO backend: SUMO (through libsumo) drives cars, cyclists and pedestrians on a small town;
+the ego is the project's own bicycle model, written back into SUMO every step so that traffic reacts to it.
+
+Everything random is drawn from the episode seed (routes, spawns, SUMO's own ``--seed``), so the same seed and
+the same actions give the same observations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libsumo
+import numpy as np
+from libsumo import constants as tc
+
+from collect.backend import Controls, Events, Observation, RouteState
+from collect.backends.sumo_map import SumoNet, StopLine, load_net, sumo_angle_to_yaw, yaw_to_sumo_angle
+from collect.route import Route
+from collect.scene import Agent, Pose, Scene, TrafficLight
+from collect.vehicle import VehicleParams, VehicleState
+from collect.vehicle import step as vehicle_step
+
+DEFAULT_NET = Path(__file__).resolve().parent.parent / "town" / "town.net.xml"
+EGO = "ego"
+_VARS = [tc.VAR_POSITION, tc.VAR_ANGLE, tc.VAR_SPEED, tc.VAR_TYPE]
+_KIND_BY_CLASS = {"bicycle": "cyclist", "motorcycle": "motorcycle", "moped": "motorcycle", "pedestrian": "pedestrian"}
+_LIGHT = {"G": "g", "g": "g", "y": "y", "Y": "y", "o": "g", "O": "g"}  # anything else (r, R, u, s) is red
+
+
+@dataclass(frozen=True)
+class SumoConfig:
+    """Options of the SUMO backend. ``cars``, ``motorcycles``, ``cyclists`` and ``pedestrians`` are counts of
+    background agents present from the start of every episode (they travel long routes, so counts stay steady)."""
+
+    net_file: Path = DEFAULT_NET
+    dt: float = 0.1
+    cars: int = 20
+    motorcycles: int = 2
+    cyclists: int = 4
+    pedestrians: int = 30
+    crossing_fraction: float = 0.5  # share of pedestrians sent across a street of the ego's route
+    route_min_m: float = 150.0
+    route_max_m: float = 450.0
+    min_turns: int = 1
+    agent_radius: float = 60.0  # agents farther from the ego than this are left out of the scene
+    vehicle: VehicleParams = field(default_factory=VehicleParams)
+    sumo_options: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "net_file", Path(self.net_file))
+        if not self.net_file.is_file():
+            raise ValueError(f"SumoConfig.net_file: no such file {self.net_file}")
+        if not 0.0 < self.dt <= 1.0:
+            raise ValueError(f"SumoConfig.dt must be in (0, 1] s, got {self.dt}")
+        for name in ("cars", "motorcycles", "cyclists", "pedestrians", "min_turns"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SumoConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.crossing_fraction <= 1.0:
+            raise ValueError(f"SumoConfig.crossing_fraction must be in [0, 1], got {self.crossing_fraction}")
+        if not 20.0 <= self.route_min_m <= self.route_max_m:
+            raise ValueError(
+                f"SumoConfig.route_min_m/route_max_m must satisfy 20 <= min <= max, got {self.route_min_m}, {self.route_max_m}"
+            )
+        if self.agent_radius <= 0:
+            raise ValueError(f"SumoConfig.agent_radius must be > 0, got {self.agent_radius}")
+        if isinstance(self.sumo_options, str) or not all(isinstance(o, str) for o in self.sumo_options):
+            raise ValueError("SumoConfig.sumo_options must be a sequence of strings (command-line tokens)")
+        object.__setattr__(self, "sumo_options", tuple(self.sumo_options))
+
+
+@dataclass(frozen=True)
+class EgoRoute:
+    """A sampled route: the edges to drive, where on the first edge to start, the centre-line polyline."""
+
+    edges: tuple[str, ...]
+    start_pos: float
+    route: Route
+
+
+def _corners(x: float, y: float, yaw: float, length: float, width: float) -> np.ndarray:
+    c, s = math.cos(yaw), math.sin(yaw)
+    fwd, left = np.array([c, s]) * length / 2, np.array([-s, c]) * width / 2
+    centre = np.array([x, y])
+    return np.array([centre + fwd + left, centre + fwd - left, centre - fwd - left, centre - fwd + left])
+
+
+def boxes_overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Separating-axis test of two convex quadrilaterals ``(4, 2)`` (oriented boxes)."""
+    for poly in (a, b):
+        edges = np.roll(poly, -1, axis=0) - poly
+        for ex, ey in edges[:2]:
+            axis = np.array([-ey, ex])
+            pa, pb = a @ axis, b @ axis
+            if pa.max() < pb.min() or pb.max() < pa.min():
+                return False
+    return True
+
+
+def _segments_cross(p0: np.ndarray, p1: np.ndarray, q0: np.ndarray, q1: np.ndarray) -> bool:
+    def orient(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
+        return float((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
+
+    return orient(p0, p1, q0) * orient(p0, p1, q1) <= 0 and orient(q0, q1, p0) * orient(q0, q1, p1) <= 0
+
+
+class SumoBackend:
+    """SUMO through libsumo, one simulation per process.
+
+    libsumo embeds a single SUMO instance in the process: create at most one ``SumoBackend`` per process
+    (parallel collection uses one worker process per backend). ``reset`` reloads the simulation with a
+    fresh seed, so one backend object serves any number of episodes.
+    """
+
+    name = "sumo"
+
+    def __init__(self, config: SumoConfig | None = None) -> None:
+        self.config = config or SumoConfig()
+        self.net: SumoNet = load_net(str(self.config.net_file))
+        self.map_name = self.net.name
+        self.dt = self.config.dt
+        self._started = False
+        self._types: dict[str, tuple[str, float, float]] = {}
+        self._ego: VehicleState | None = None
+        self._ego_route: EgoRoute | None = None
+        self._progress = 0.0
+        self._tls: tuple[str, ...] = tuple(sorted({s.tl for s in self.net.stop_lines}))
+        self._route_next: dict[str, str] = {}
+
+    # ---- episode set-up -------------------------------------------------------------------------------
+
+    def _sumo_args(self, seed: int) -> list[str]:
+        return [
+            "-n", str(self.config.net_file),
+            "--step-length", repr(self.config.dt),
+            "--seed", str(seed),
+            "--no-step-log", "true",
+            "--no-warnings", "true",
+            "--xml-validation", "never",
+            "--collision.action", "warn",
+            "--collision.check-junctions", "true",
+            "--collision.mingap-factor", "0",
+            "--time-to-teleport", "-1",
+            "--begin", "0",
+            *self.config.sumo_options,
+        ]
+
+    def sample_route(self, rng: np.random.Generator) -> EgoRoute:
+        """A random drive over the network with at least ``min_turns`` turns, cut to a length in bounds."""
+        cfg = self.config
+        edges_all = sorted(self.net.edge_driving_lane)
+        for _ in range(1000):
+            target = rng.uniform(cfg.route_min_m, cfg.route_max_m)
+            edges = [edges_all[rng.integers(len(edges_all))]]
+            first = self.net.lanes[self.net.edge_driving_lane[edges[0]]]
+            start = float(rng.uniform(cfg.vehicle.length + 1.0, max(cfg.vehicle.length + 1.0, first.length - 20.0)))
+            while True:
+                poly = self.net.route_polyline(edges)
+                length = Route(poly).length - start
+                if length >= target:
+                    break
+                succ = self.net.successors[edges[-1]]
+                if not succ:
+                    break
+                edges.append(succ[rng.integers(len(succ))].to_edge)
+            if length < cfg.route_min_m or self.net.turn_count(edges) < cfg.min_turns:
+                continue
+            full = Route(poly)
+            s = np.linspace(start, start + target, max(2, int(target / 1.0) + 1))
+            # keep the original vertices inside the span so corners stay exact
+            s = np.union1d(s, full._s[(full._s > start) & (full._s < start + target)])
+            pts = np.stack([np.interp(s, full._s, full.points[:, 0]), np.interp(s, full._s, full.points[:, 1])], axis=1)
+            return EgoRoute(edges=tuple(edges), start_pos=start, route=Route(pts))
+        raise RuntimeError(f"{self.config.net_file}: found no route of {cfg.route_min_m}-{cfg.route_max_m} m with {cfg.min_turns} turns")
+
+    def _walk(self, rng: np.random.Generator, start: str, n_edges: int) -> list[str]:
+        edges = [start]
+        for _ in range(n_edges):
+            succ = self.net.successors[edges[-1]]
+            if not succ:
+                break
+            edges.append(succ[rng.integers(len(succ))].to_edge)
+        return edges
+
+    def _define_types(self) -> None:
+        vp = self.config.vehicle
+        libsumo.vehicletype.copy("DEFAULT_VEHTYPE", "ego")
+        libsumo.vehicletype.setLength("ego", vp.length)
+        libsumo.vehicletype.setWidth("ego", vp.width)
+        libsumo.vehicletype.setMaxSpeed("ego", vp.max_speed)
+        libsumo.vehicletype.copy("DEFAULT_VEHTYPE", "moto")
+        libsumo.vehicletype.setVehicleClass("moto", "motorcycle")
+        libsumo.vehicletype.setLength("moto", 2.2)
+        libsumo.vehicletype.setWidth("moto", 0.9)
+        libsumo.vehicletype.setMinGap("moto", 1.5)
+        self._types = {}
+
+    def _kind(self, type_id: str) -> tuple[str, float, float]:
+        """(kind, length, width) of a SUMO type, cached."""
+        if type_id not in self._types:
+            vclass = libsumo.vehicletype.getVehicleClass(type_id)
+            self._types[type_id] = (
+                _KIND_BY_CLASS.get(vclass, "vehicle"),
+                libsumo.vehicletype.getLength(type_id),
+                libsumo.vehicletype.getWidth(type_id),
+            )
+        return self._types[type_id]
+
+    def _spawn_traffic(self, rng: np.random.Generator, ego: EgoRoute) -> None:
+        cfg = self.config
+        edges = sorted(e for e in self.net.edge_driving_lane if e != ego.edges[0])
+        slots = [(e, pos) for e in edges for pos in np.arange(8.0, self.net.lanes[self.net.edge_driving_lane[e]].length - 8.0, 15.0)]
+        order = rng.permutation(len(slots))
+        kinds = ["DEFAULT_VEHTYPE"] * cfg.cars + ["moto"] * cfg.motorcycles + ["DEFAULT_BIKETYPE"] * cfg.cyclists
+        for i, type_id in enumerate(kinds[: len(slots)]):
+            edge, pos = slots[order[i]]
+            rid = f"r{i}"
+            libsumo.route.add(rid, self._walk(rng, edge, 60))
+            libsumo.vehicle.add(f"v{i}", rid, typeID=type_id, depart="0", departLane="best", departPos=f"{pos:.2f}", departSpeed="0")
+        sidewalk_edges = sorted(self.net.edge_sidewalk)
+        for i in range(cfg.pedestrians):
+            pid = f"p{i}"
+            if rng.random() < cfg.crossing_fraction:
+                # start beside the ego's route and head for the far side of that street: forces a crossing
+                edge = ego.edges[rng.integers(len(ego.edges))]
+                origin = edge if edge in self.net.edge_sidewalk else sidewalk_edges[rng.integers(len(sidewalk_edges))]
+                a, b = origin[:2], origin[2:]
+                across = b + a if (b + a) in self.net.edge_sidewalk else sidewalk_edges[rng.integers(len(sidewalk_edges))]
+                legs = [origin, across]
+            else:
+                legs = [sidewalk_edges[rng.integers(len(sidewalk_edges))]]
+            legs += [sidewalk_edges[rng.integers(len(sidewalk_edges))] for _ in range(4)]
+            length = self.net.lanes[self.net.edge_sidewalk[legs[0]]].length
+            libsumo.person.add(pid, legs[0], float(rng.uniform(0.0, length)), depart=0.0)
+            added = 0
+            for a, b in zip(legs[:-1], legs[1:]):
+                if a == b:
+                    continue
+                end = float(rng.uniform(0.0, self.net.lanes[self.net.edge_sidewalk[b]].length))
+                for stage in libsumo.simulation.findIntermodalRoute(a, b, arrivalPos=end):
+                    libsumo.person.appendStage(pid, stage)
+                    added += 1
+            if not added:
+                libsumo.person.appendWaitingStage(pid, 1000.0)
+
+    def reset(self, seed: int) -> Observation:
+        """Reload SUMO with ``seed``, sample the ego route and traffic from it, and place the ego at the start."""
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        args = self._sumo_args(seed)
+        if self._started:
+            libsumo.simulation.load(args)
+        else:
+            libsumo.start(["sumo", *args])
+            self._started = True
+        self._define_types()
+        rng = np.random.default_rng(seed)
+        ego = self.sample_route(rng)
+        self._ego_route = ego
+        self._route_next = {a: b for a, b in zip(ego.edges[:-1], ego.edges[1:])}
+        self._spawn_traffic(rng, ego)
+        # the SUMO-side route runs on past the goal so the ego never "arrives" and vanishes
+        libsumo.route.add("ego_route", list(ego.edges) + self._walk(rng, ego.edges[-1], 3)[1:])
+        libsumo.vehicle.add(EGO, "ego_route", typeID="ego", depart="now", departLane="best",
+                            departPos=f"{ego.start_pos + self.config.vehicle.length / 2:.2f}", departSpeed="0")
+        libsumo.vehicle.setSpeedMode(EGO, 0)
+        libsumo.vehicle.setLaneChangeMode(EGO, 0)
+        start = ego.route.points[0]
+        yaw = ego.route.heading_at(0.0)
+        self._ego = VehicleState(x=float(start[0]), y=float(start[1]), yaw=yaw, speed=0.0)
+        self._progress = 0.0
+        self._controls = Controls()
+        self._place_ego()
+        libsumo.simulationStep()
+        r = self.config.agent_radius
+        libsumo.vehicle.subscribeContext(EGO, tc.CMD_GET_VEHICLE_VARIABLE, r, _VARS)
+        libsumo.vehicle.subscribeContext(EGO, tc.CMD_GET_PERSON_VARIABLE, r, _VARS)
+        return self._observe(Events())
+
+    def _place_ego(self) -> None:
+        e, vp = self._ego, self.config.vehicle
+        fx = e.x + math.cos(e.yaw) * vp.length / 2
+        fy = e.y + math.sin(e.yaw) * vp.length / 2
+        libsumo.vehicle.moveToXY(EGO, "", -1, fx, fy, yaw_to_sumo_angle(e.yaw), 2)
+
+    # ---- stepping -------------------------------------------------------------------------------------
+
+    def step(self, action: np.ndarray) -> Observation:
+        if self._ego is None:
+            raise RuntimeError("SumoBackend.step called before reset")
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (2,) or not np.all(np.isfinite(action)):
+            raise ValueError(f"action must be 2 finite numbers [steer, throttle/brake], got {action!r}")
+        self._controls = Controls.from_action(action)
+        before = self._ego
+        self._ego = vehicle_step(self.config.vehicle, before, self._controls, self.dt)
+        self._place_ego()
+        libsumo.simulationStep()
+        agents = self._agents()
+        kind = self._collision(agents)
+        events = Events(
+            collision=kind is not None,
+            collision_with=kind,
+            off_road=not self.net.on_road(self._ego.x, self._ego.y),
+            red_light=self._ran_red_light(before, self._ego),
+        )
+        return self._observe(events, agents)
+
+    def _agents(self) -> tuple[Agent, ...]:
+        out = []
+        results = libsumo.vehicle.getContextSubscriptionResults(EGO)
+        for oid in sorted(results):
+            if oid == EGO:
+                continue
+            v = results[oid]
+            kind, length, width = self._kind(v[tc.VAR_TYPE]) if not oid.startswith("p") else self._person_kind(v[tc.VAR_TYPE])
+            yaw = sumo_angle_to_yaw(v[tc.VAR_ANGLE])
+            x, y = v[tc.VAR_POSITION]
+            # SUMO positions are the front of the agent; the scene wants the centre
+            out.append(Agent(kind, x - math.cos(yaw) * length / 2, y - math.sin(yaw) * length / 2, yaw, v[tc.VAR_SPEED], length, width))
+        return tuple(out)
+
+    def _person_kind(self, type_id: str) -> tuple[str, float, float]:
+        key = f"person:{type_id}"
+        if key not in self._types:
+            self._types[key] = ("pedestrian", libsumo.vehicletype.getLength(type_id), libsumo.vehicletype.getWidth(type_id))
+        return self._types[key]
+
+    def _collision(self, agents: tuple[Agent, ...]) -> str | None:
+        """Kind of agent the ego collided with: SUMO's report first, else a footprint overlap check."""
+        for c in libsumo.simulation.getCollisions():
+            if EGO in (c.collider, c.victim):
+                other = c.victim if c.collider == EGO else c.collider
+                if other.startswith("p"):
+                    return "pedestrian"
+                return self._kind(libsumo.vehicle.getTypeID(other))[0] if other in libsumo.vehicle.getIDList() else "vehicle"
+        e, vp = self._ego, self.config.vehicle
+        reach = math.hypot(vp.length, vp.width) / 2
+        mine = None
+        for a in agents:
+            if math.hypot(a.x - e.x, a.y - e.y) > reach + math.hypot(a.length, a.width) / 2:
+                continue
+            if mine is None:
+                mine = _corners(e.x, e.y, e.yaw, vp.length, vp.width)
+            if boxes_overlap(mine, _corners(a.x, a.y, a.yaw, a.length, a.width)):
+                return a.kind
+        return None
+
+    def _light_state(self, states: dict[str, str], stop: StopLine) -> str:
+        link = stop.links.get(self._route_next.get(stop.edge, ""), stop.default_link)
+        return _LIGHT.get(states[stop.tl][link], "r")
+
+    def _ran_red_light(self, before: VehicleState, after: VehicleState) -> bool:
+        """Whether the ego's front crossed a stop line, heading along its lane, while the light was red."""
+        half = self.config.vehicle.length / 2
+        p0 = np.array([before.x + math.cos(before.yaw) * half, before.y + math.sin(before.yaw) * half])
+        p1 = np.array([after.x + math.cos(after.yaw) * half, after.y + math.sin(after.yaw) * half])
+        if np.allclose(p0, p1):
+            return False
+        states = None
+        for stop in self.net.stop_lines:
+            if np.dot(p1 - p0, stop.direction) <= 0 or not _segments_cross(p0, p1, stop.line[0], stop.line[1]):
+                continue
+            states = states or {tl: libsumo.trafficlight.getRedYellowGreenState(tl) for tl in self._tls}
+            if self._light_state(states, stop) == "r":
+                return True
+        return False
+
+    def _observe(self, events: Events, agents: tuple[Agent, ...] | None = None) -> Observation:
+        if agents is None:
+            agents = self._agents()
+        e, vp, route = self._ego, self.config.vehicle, self._ego_route.route
+        pose = Pose(e.x, e.y, e.yaw)
+        proj = route.project(pose, hint=self._progress)
+        self._progress = proj.progress
+        states = {tl: libsumo.trafficlight.getRedYellowGreenState(tl) for tl in self._tls}
+        lights = tuple(TrafficLight(stop_line=s.line, state=self._light_state(states, s)) for s in self.net.stop_lines)
+        scene = Scene(
+            map=self.net.geometry, ego=pose, ego_length=vp.length, ego_width=vp.width,
+            agents=agents, traffic_lights=lights, route=route.remaining(proj.progress),
+        )
+        route_state = RouteState(
+            progress=proj.progress,
+            completion=min(proj.progress / route.length, 1.0),
+            distance_to_goal=float(np.hypot(*(route.goal - (e.x, e.y)))),
+            lateral_offset=proj.lateral_offset,
+            heading_error=proj.heading_error,
+            ahead=route.ahead(pose, proj.progress),
+        )
+        return Observation(
+            t=libsumo.simulation.getTime(), speed=e.speed, controls=self._controls,
+            route=route_state, scene=scene, events=events, camera=None,
+        )
+
+    def close(self) -> None:
+        if self._started:
+            libsumo.close()
+            self._started = False
+        self._ego = None
