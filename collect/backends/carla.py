@@ -1,0 +1,443 @@
+"""The CARLA backend: a user-started CARLA 0.9.16 server driven in synchronous mode through the ``carla`` client.
+
+The server owns physics, Traffic Manager vehicles and AI pedestrians; this module spawns them, drives the ego
+with ``VehicleControl`` from the policy's action, and turns each tick into the backend-neutral
+``Observation`` (route metrics, scene for the BEV, front camera, events). Map geometry, routing and the
+coordinate conversion come from ``collect.backends.carla_map``, which runs (and is tested) without a server.
+
+Start a server first, e.g. ``./CarlaUE4.sh -RenderOffScreen -carla-rpc-port=2000``.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+from dataclasses import dataclass
+
+import carla
+import numpy as np
+
+from collect.backend import Controls, Events, Observation, RouteState
+from collect.backends.carla_map import (
+    RoadNetwork,
+    RouteNotFound,
+    carla_steer,
+    crossed_segment,
+    pose_from_transform,
+    stop_line,
+    transform,
+    xy_from_location,
+)
+from collect.route import Route
+from collect.scene import Agent, Pose, Scene, TrafficLight
+
+_LIGHT_STATES = {carla.TrafficLightState.Red: "r", carla.TrafficLightState.Yellow: "y", carla.TrafficLightState.Green: "g"}
+_BICYCLES = ("crossbike", "century", "omafiets", "bicycle", "bike")
+_CAMERA_MOUNT = carla.Transform(carla.Location(x=1.5, z=2.0))  # bonnet height, looking ahead
+
+
+class CarlaUnavailable(RuntimeError):
+    """No CARLA server answered, or it answered with something unusable."""
+
+
+@dataclass(frozen=True)
+class CarlaConfig:
+    """Connection, world and sensor settings. ``dt`` is the fixed simulation step of synchronous mode."""
+
+    host: str = "127.0.0.1"
+    port: int = 2000
+    timeout_s: float = 10.0
+    town: str = "Town02"
+    dt: float = 0.05
+    vehicles: int = 30  # Traffic Manager vehicles
+    walkers: int = 20  # AI-controlled pedestrians
+    walker_cross_fraction: float = 0.1  # share of pedestrians that cross roads anywhere, not only at crossings
+    tm_port: int = 8000
+    camera_width: int = 640
+    camera_height: int = 360
+    camera_fov: float = 90.0
+    seed: int = 0  # added to every episode seed, so two collectors on one server can be told apart
+    ego_blueprint: str = "vehicle.tesla.model3"
+    scene_radius_m: float = 60.0  # agents farther from the ego are left out of the scene
+    route_min_m: float = 150.0
+    route_max_m: float = 400.0
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ValueError("CarlaConfig.host must not be empty")
+        for name in ("port", "tm_port"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and 0 < value < 65536):
+                raise ValueError(f"CarlaConfig.{name} must be a TCP port in 1..65535, got {value!r}")
+        if self.port == self.tm_port or self.tm_port == self.port + 1:
+            raise ValueError(f"CarlaConfig.tm_port {self.tm_port} collides with the server's ports {self.port} and {self.port + 1}")
+        for name in ("timeout_s", "dt", "camera_fov", "scene_radius_m", "route_min_m"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"CarlaConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.dt > 0.1:
+            raise ValueError(f"CarlaConfig.dt must be <= 0.1 s for stable CARLA physics, got {self.dt}")
+        for name in ("vehicles", "walkers", "camera_width", "camera_height"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 0):
+                raise ValueError(f"CarlaConfig.{name} must be an int >= 0, got {value!r}")
+        if not 0.0 <= self.walker_cross_fraction <= 1.0:
+            raise ValueError(f"CarlaConfig.walker_cross_fraction must be in [0, 1], got {self.walker_cross_fraction}")
+        if not self.route_max_m > self.route_min_m:
+            raise ValueError(f"CarlaConfig.route_max_m ({self.route_max_m}) must exceed route_min_m ({self.route_min_m})")
+
+    @property
+    def camera(self) -> bool:
+        return self.camera_width > 0 and self.camera_height > 0
+
+
+# -- conversions of CARLA data, usable without a server ------------------------------------------------------
+
+
+def agent_kind(type_id: str, attributes: dict[str, str]) -> str:
+    """Our agent kind for a CARLA actor; anything that is neither a vehicle nor a walker is ``static``."""
+    if type_id.startswith("walker.pedestrian"):
+        return "pedestrian"
+    if not type_id.startswith("vehicle."):
+        return "static"
+    base = attributes.get("base_type", "").lower()
+    if base in ("bicycle", "bike"):
+        return "cyclist"
+    if base == "motorcycle":
+        return "motorcycle"
+    if base:
+        return "vehicle"
+    if attributes.get("number_of_wheels") == "2":  # servers older than base_type
+        return "cyclist" if any(name in type_id for name in _BICYCLES) else "motorcycle"
+    return "vehicle"
+
+
+def agent_from_state(kind: str, tf: carla.Transform, box: carla.BoundingBox, velocity: carla.Vector3D) -> Agent:
+    """An agent at the centre of its bounding box footprint (the reference point every backend uses)."""
+    centre = tf.transform(box.location)
+    pose = pose_from_transform(tf)
+    x, y = xy_from_location(centre)
+    return Agent(
+        kind=kind, x=x, y=y, yaw=pose.yaw, speed=math.hypot(velocity.x, velocity.y),
+        length=2.0 * box.extent.x, width=2.0 * box.extent.y,
+    )
+
+
+def rgb_from_bgra(raw: bytes | memoryview, width: int, height: int) -> np.ndarray:
+    """A CARLA camera image (BGRA bytes) as an HxWx3 uint8 RGB array."""
+    bgra = np.frombuffer(raw, dtype=np.uint8)
+    if bgra.size != width * height * 4:
+        raise ValueError(f"camera image has {bgra.size} bytes, expected {width} x {height} x 4")
+    return np.ascontiguousarray(bgra.reshape(height, width, 4)[:, :, 2::-1])
+
+
+def route_state(route: Route, pose: Pose, hint: float | None) -> RouteState:
+    """Route metrics measured against the route, as every backend reports them."""
+    proj = route.project(pose, hint=hint)
+    goal = route.goal
+    return RouteState(
+        progress=proj.progress,
+        completion=min(proj.progress / route.length, 1.0),
+        distance_to_goal=float(math.hypot(goal[0] - pose.x, goal[1] - pose.y)),
+        lateral_offset=proj.lateral_offset,
+        heading_error=proj.heading_error,
+        ahead=route.ahead(pose, proj.progress),
+    )
+
+
+# -- the live backend -----------------------------------------------------------------------------------------
+
+
+def connect(config: CarlaConfig) -> carla.Client:
+    """A client whose server has answered, or ``CarlaUnavailable`` within about ``timeout_s``."""
+    client = carla.Client(config.host, config.port, worker_threads=1)
+    client.set_timeout(config.timeout_s)
+    try:
+        server = client.get_server_version()
+    except RuntimeError as e:
+        raise CarlaUnavailable(
+            f"no CARLA server answered at {config.host}:{config.port} within {config.timeout_s:g} s ({e}). "
+            f"Start one first, e.g. `./CarlaUE4.sh -RenderOffScreen -carla-rpc-port={config.port}` in the CARLA 0.9.16 "
+            f"directory, or point --host/--port at a running server."
+        ) from e
+    client_version = client.get_client_version()
+    if server.split("-")[0] != client_version.split("-")[0]:
+        raise CarlaUnavailable(f"CARLA server {config.host}:{config.port} runs {server} but the client is {client_version}; use matching versions")
+    return client
+
+
+class _SensorQueue:
+    """Sensor callbacks run on the client's threads; this hands their data to the stepping thread."""
+
+    def __init__(self) -> None:
+        self.items: queue.Queue = queue.Queue()
+
+    def __call__(self, data: object) -> None:
+        self.items.put(data)
+
+
+class CarlaBackend:
+    """A CARLA session. Connecting and loading the town happen on construction, so a missing server fails early."""
+
+    name = "carla"
+
+    def __init__(self, config: CarlaConfig | None = None) -> None:
+        self.config = config or CarlaConfig()
+        self.map_name = self.config.town
+        self.dt = self.config.dt
+        self.client = connect(self.config)
+        self.world = self._load_world()
+        self._original_settings = self.world.get_settings()
+        settings = self.world.get_settings()
+        settings.synchronous_mode = True
+        settings.fixed_delta_seconds = self.config.dt
+        self.world.apply_settings(settings)
+        self.traffic_manager = self.client.get_trafficmanager(self.config.tm_port)
+        self.traffic_manager.set_synchronous_mode(True)
+        self.network = RoadNetwork(self.world.get_map())
+        self.geometry = self.network.geometry()
+        self._actors: list[carla.Actor] = []  # everything this episode spawned, sensors first
+        self._controllers: list[carla.WalkerAIController] = []
+        self._ego: carla.Vehicle | None = None
+        self._collisions = _SensorQueue()
+        self._camera = _SensorQueue()
+        self._lights: list[tuple[carla.TrafficLight, list[np.ndarray]]] = []
+        self._route: Route | None = None
+        self._progress = 0.0
+        self._controls = Controls()
+        self._prev_xy: np.ndarray | None = None
+        self._t0 = 0.0
+        self._closed = False
+
+    def _load_world(self) -> carla.World:
+        world = self.client.get_world()
+        current = world.get_map().name.rsplit("/", 1)[-1]
+        if current != self.config.town:
+            available = [m.rsplit("/", 1)[-1] for m in self.client.get_available_maps()]
+            if self.config.town not in available:
+                raise ValueError(f"CarlaConfig.town {self.config.town!r} is not on the server; available: {sorted(available)}")
+            world = self.client.load_world(self.config.town)
+        return world
+
+    # -- episode set-up and tear-down ----------------------------------------------------------------------
+
+    def reset(self, seed: int) -> Observation:
+        self._destroy_actors()
+        episode_seed = int(seed) + self.config.seed
+        rng = np.random.default_rng(episode_seed)
+        self.traffic_manager.set_random_device_seed(episode_seed)
+        self.world.set_pedestrians_seed(episode_seed)
+        self._spawn_ego(rng)
+        self._spawn_traffic(rng)
+        self._spawn_walkers(rng)
+        self._spawn_sensors()
+        self._lights = [
+            (tl, [stop_line(wp) for wp in tl.get_stop_waypoints()]) for tl in self.world.get_actors().filter("traffic.traffic_light")
+        ]
+        self._controls = Controls()
+        self._progress = 0.0
+        self._prev_xy = None
+        frame = self.world.tick()
+        self._t0 = self.world.get_snapshot().timestamp.elapsed_seconds
+        return self._observe(frame)
+
+    def _blueprints(self, pattern: str) -> list[carla.ActorBlueprint]:
+        # sorted, so that the seed alone decides which blueprint is drawn
+        return sorted(self.world.get_blueprint_library().filter(pattern), key=lambda bp: bp.id)
+
+    def _spawn_ego(self, rng: np.random.Generator) -> None:
+        blueprint = self.world.get_blueprint_library().find(self.config.ego_blueprint)
+        blueprint.set_attribute("role_name", "hero")
+        for _ in range(20):
+            try:
+                route, start = self.network.sample_route(rng, self.config.route_min_m, self.config.route_max_m)
+            except RouteNotFound as e:
+                raise ValueError(f"CARLA town {self.config.town!r}: {e}") from e
+            ego = self.world.try_spawn_actor(blueprint, transform(start, z=0.5))
+            if ego is not None:
+                self._ego, self._route = ego, route
+                self._actors.append(ego)
+                return
+        raise RuntimeError(f"CARLA town {self.config.town!r}: no free spot to spawn the ego after 20 tries")
+
+    def _spawn_traffic(self, rng: np.random.Generator) -> None:
+        if self.config.vehicles == 0:
+            return
+        assert self._ego is not None
+        ego_xy = np.array(xy_from_location(self._ego.get_location()))
+        candidates = self.world.get_map().get_spawn_points() or [
+            transform(self.network.lane_pose(key, seg.length / 2), z=0.5) for key, seg in self.network.lanes.items() if not seg.is_junction
+        ]
+        points = [sp for sp in candidates if np.hypot(*(np.array(xy_from_location(sp.location)) - ego_xy)) > 10.0]
+        order = rng.permutation(len(points))[: self.config.vehicles]
+        blueprints = self._blueprints("vehicle.*")
+        batch = []
+        for i in order:
+            bp = blueprints[int(rng.integers(len(blueprints)))]
+            bp.set_attribute("role_name", "autopilot")
+            if bp.has_attribute("color"):
+                colours = bp.get_attribute("color").recommended_values
+                bp.set_attribute("color", colours[int(rng.integers(len(colours)))])
+            batch.append(
+                carla.command.SpawnActor(bp, points[int(i)]).then(carla.command.SetAutopilot(carla.command.FutureActor, True, self.config.tm_port))
+            )
+        self._actors.extend(self._spawned(batch))
+
+    def _spawned(self, batch: list) -> list[carla.Actor]:
+        ids = [r.actor_id for r in self.client.apply_batch_sync(batch, False) if not r.has_error]
+        return list(self.world.get_actors(ids)) if ids else []
+
+    def _spawn_walkers(self, rng: np.random.Generator) -> None:
+        if self.config.walkers == 0:
+            return
+        blueprints = self._blueprints("walker.pedestrian.*")
+        batch, speeds = [], []
+        for _ in range(self.config.walkers):
+            spot = self.world.get_random_location_from_navigation()
+            if spot is None:
+                continue
+            bp = blueprints[int(rng.integers(len(blueprints)))]
+            if bp.has_attribute("is_invincible"):
+                bp.set_attribute("is_invincible", "false")
+            walking = bp.get_attribute("speed").recommended_values[1] if bp.has_attribute("speed") else "1.4"
+            speeds.append(float(walking))
+            batch.append(carla.command.SpawnActor(bp, carla.Transform(spot)))
+        responses = self.client.apply_batch_sync(batch, False)
+        walker_ids = [(r.actor_id, s) for r, s in zip(responses, speeds) if not r.has_error]
+        controller_bp = self.world.get_blueprint_library().find("controller.ai.walker")
+        controllers = self._spawned([carla.command.SpawnActor(controller_bp, carla.Transform(), wid) for wid, _ in walker_ids])
+        self._actors.extend(self.world.get_actors([wid for wid, _ in walker_ids]))
+        self.world.tick()  # controllers need one tick before they accept goals
+        self.world.set_pedestrians_cross_factor(self.config.walker_cross_fraction)
+        by_parent = {wid: speed for wid, speed in walker_ids}
+        for controller in controllers:
+            controller.start()
+            controller.go_to_location(self.world.get_random_location_from_navigation())
+            controller.set_max_speed(by_parent.get(controller.parent.id if controller.parent else -1, 1.4))
+        self._controllers = list(controllers)
+        self._actors.extend(controllers)
+
+    def _spawn_sensors(self) -> None:
+        assert self._ego is not None
+        library = self.world.get_blueprint_library()
+        self._collisions = _SensorQueue()
+        self._camera = _SensorQueue()
+        sensors = []
+        collision = self.world.spawn_actor(library.find("sensor.other.collision"), carla.Transform(), attach_to=self._ego)
+        collision.listen(self._collisions)
+        sensors.append(collision)
+        if self.config.camera:
+            bp = library.find("sensor.camera.rgb")
+            bp.set_attribute("image_size_x", str(self.config.camera_width))
+            bp.set_attribute("image_size_y", str(self.config.camera_height))
+            bp.set_attribute("fov", str(self.config.camera_fov))
+            camera = self.world.spawn_actor(bp, _CAMERA_MOUNT, attach_to=self._ego)
+            camera.listen(self._camera)
+            sensors.append(camera)
+        # sensors go first in the list so they are stopped and destroyed before what they are attached to
+        self._actors[:0] = sensors
+
+    def _destroy_actors(self) -> None:
+        for controller in self._controllers:
+            if controller.is_alive:
+                controller.stop()
+        for actor in self._actors:
+            if isinstance(actor, carla.Sensor) and actor.is_alive:
+                actor.stop()
+        if self._actors:
+            self.client.apply_batch_sync([carla.command.DestroyActor(a.id) for a in self._actors], False)
+        self._actors, self._controllers, self._ego = [], [], None
+
+    def close(self) -> None:
+        """Destroy this session's actors and give the server back in asynchronous mode."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._destroy_actors()
+            self.traffic_manager.set_synchronous_mode(False)
+        finally:
+            self.world.apply_settings(self._original_settings)
+
+    def __enter__(self) -> "CarlaBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- stepping --------------------------------------------------------------------------------------------
+
+    def step(self, action: np.ndarray) -> Observation:
+        if self._ego is None:
+            raise RuntimeError("CarlaBackend.step called before reset")
+        self._controls = Controls.from_action(np.asarray(action, dtype=np.float64))
+        self._ego.apply_control(
+            carla.VehicleControl(throttle=self._controls.throttle, steer=carla_steer(self._controls.steer), brake=self._controls.brake)
+        )
+        frame = self.world.tick()
+        return self._observe(frame)
+
+    def _camera_frame(self, frame: int) -> np.ndarray | None:
+        if not self.config.camera:
+            return None
+        while True:
+            try:
+                image = self._camera.items.get(timeout=self.config.timeout_s)
+            except queue.Empty:
+                raise RuntimeError(f"CARLA camera sent no image for frame {frame} within {self.config.timeout_s:g} s") from None
+            if image.frame >= frame:
+                return rgb_from_bgra(image.raw_data, image.width, image.height)
+
+    def _collision(self) -> tuple[bool, str | None]:
+        """Whether the ego hit something since the last observation, and the kind of the first thing it hit."""
+        hit: str | None = None
+        while not self._collisions.items.empty():
+            other = self._collisions.items.get_nowait().other_actor
+            if hit is None:
+                hit = agent_kind(other.type_id, dict(other.attributes)) if other is not None else "static"
+        return hit is not None, hit
+
+    def _agents(self, ego: Pose) -> tuple[Agent, ...]:
+        assert self._ego is not None
+        agents = []
+        for actor in self.world.get_actors():
+            type_id = actor.type_id
+            if actor.id == self._ego.id or not (type_id.startswith("vehicle.") or type_id.startswith("walker.pedestrian")):
+                continue
+            tf = actor.get_transform()
+            if math.hypot(tf.location.x - ego.x, -tf.location.y - ego.y) > self.config.scene_radius_m:
+                continue
+            kind = agent_kind(type_id, dict(actor.attributes))
+            agents.append(agent_from_state(kind, tf, actor.bounding_box, actor.get_velocity()))
+        return tuple(agents)
+
+    def _observe(self, frame: int) -> Observation:
+        assert self._ego is not None and self._route is not None
+        box = self._ego.bounding_box
+        ego_agent = agent_from_state("vehicle", self._ego.get_transform(), box, self._ego.get_velocity())
+        pose = Pose(ego_agent.x, ego_agent.y, ego_agent.yaw)
+        xy = np.array([pose.x, pose.y])
+        state = route_state(self._route, pose, hint=self._progress)
+        self._progress = state.progress
+        lights, red = [], False
+        for tl, lines in self._lights:
+            code = _LIGHT_STATES.get(tl.get_state())
+            if code is None:
+                continue
+            for line in lines:
+                if np.hypot(*(line.mean(axis=0) - xy)) <= self.config.scene_radius_m:
+                    lights.append(TrafficLight(line, code))
+                if code == "r" and self._prev_xy is not None and crossed_segment(self._prev_xy, xy, line):
+                    red = True
+        self._prev_xy = xy
+        collision, collision_with = self._collision()
+        scene = Scene(
+            map=self.geometry, ego=pose, ego_length=ego_agent.length, ego_width=ego_agent.width,
+            agents=self._agents(pose), traffic_lights=tuple(lights), route=self._route.remaining(state.progress),
+        )
+        events = Events(collision=collision, collision_with=collision_with, off_road=not self.network.on_road(pose), red_light=red)
+        elapsed = self.world.get_snapshot().timestamp.elapsed_seconds - self._t0
+        return Observation(
+            t=float(elapsed), speed=ego_agent.speed, controls=self._controls,
+            route=state, scene=scene, events=events, camera=self._camera_frame(frame),
+        )
+
