@@ -1,0 +1,145 @@
+"""open_clip's evaluation transform applied to a whole batch of uint8 frames at once, on the model's device.
+
+open_clip preprocesses one PIL image at a time (resize, centre crop, to tensor, normalise). On a GPU that
+per-image CPU work costs more than the CLIP forward itself, so this module reproduces the same arithmetic on
+batched tensors: the resize replays Pillow's fixed-point resampling (same filter coefficients, same 22-bit
+rounding, horizontal pass then vertical, each clipped to uint8), so its output is bit-identical to
+``preprocess(PIL.Image.fromarray(frame))``. Only the output pixels that survive the centre crop are computed.
+Configurations this path does not cover fall back to open_clip's own per-image transform.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+
+import numpy as np
+import torch
+from PIL import Image
+
+#: Pillow's fixed-point precision for 8-bit resampling (src/libImaging/Resample.c).
+_PRECISION_BITS = 32 - 8 - 2
+
+_FILTER_SUPPORT = {"bicubic": 2.0, "bilinear": 1.0}
+
+
+def _bicubic(x: float) -> float:
+    a = -0.5
+    x = abs(x)
+    if x < 1.0:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    if x < 2.0:
+        return (((x - 5) * x + 8) * x - 4) * a
+    return 0.0
+
+
+def _bilinear(x: float) -> float:
+    x = abs(x)
+    return 1.0 - x if x < 1.0 else 0.0
+
+
+_FILTERS = {"bicubic": _bicubic, "bilinear": _bilinear}
+
+
+@lru_cache(maxsize=64)
+def resample_taps(in_size: int, out_size: int, interpolation: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's taps for resizing one axis: source indices and int fixed-point weights, each ``(out, k)``.
+
+    Computed in Python floats in Pillow's evaluation order (sequential sums), so every weight rounds to the
+    same integer as in Pillow. Unused tap slots point at the first source pixel with weight 0.
+    """
+    filt = _FILTERS[interpolation]
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    inv_filterscale = 1.0 / filterscale
+    support = _FILTER_SUPPORT[interpolation] * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    index = np.zeros((out_size, ksize), dtype=np.int64)
+    weight = np.zeros((out_size, ksize), dtype=np.int64)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        taps = [filt((x + xmin - center + 0.5) * inv_filterscale) for x in range(xmax)]
+        total = 0.0
+        for w in taps:
+            total += w
+        for x, w in enumerate(taps):
+            w = w / total if total != 0.0 else w
+            weight[xx, x] = int(w * (1 << _PRECISION_BITS) + (-0.5 if w < 0 else 0.5))
+            index[xx, x] = xmin + x
+        index[xx, xmax:] = xmin
+    return index, weight
+
+
+def _resample(pixels: torch.Tensor, index: np.ndarray, weight: np.ndarray, dim: int) -> torch.Tensor:
+    """One resampling pass of int64 pixels along ``dim`` (-1 width, -2 height), rounded and clipped like Pillow."""
+    idx = torch.from_numpy(index).to(pixels.device)
+    wts = torch.from_numpy(weight).to(pixels.device)
+    if dim == -2:
+        wts = wts.unsqueeze(-1)
+    acc = torch.full((), 1 << (_PRECISION_BITS - 1), dtype=torch.int64, device=pixels.device)
+    for tap in range(idx.shape[1]):
+        acc = acc + pixels.index_select(dim, idx[:, tap]) * wts.select(1, tap)
+    return torch.bitwise_right_shift(acc, _PRECISION_BITS).clamp_(0, 255)
+
+
+def _shortest_edge_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """torchvision's output size for ``Resize(size)`` (shorter edge to ``size``, aspect kept, truncated)."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(size * long / short)
+    return (new_long, size) if width <= height else (size, new_long)
+
+
+class ClipImageTransform:
+    """open_clip's eval preprocessing for batches of equal-sized HxWx3 uint8 RGB frames.
+
+    ``preprocess_cfg`` is ``model.visual.preprocess_cfg``; ``fallback`` is open_clip's PIL transform, used
+    per image where the batched path does not apply (``longest`` resize, non-square shortest-edge targets).
+    """
+
+    def __init__(self, preprocess_cfg: Mapping, fallback: Callable[[Image.Image], torch.Tensor]) -> None:
+        size = preprocess_cfg.get("size", 224)
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.resize_mode = preprocess_cfg.get("resize_mode") or "shortest"
+        interpolation = preprocess_cfg.get("interpolation") or "bicubic"
+        self.interpolation = "bilinear" if interpolation == "bilinear" else "bicubic"
+        mean = preprocess_cfg.get("mean")
+        std = preprocess_cfg.get("std")
+        self.mean = tuple(mean) if isinstance(mean, (list, tuple)) else (mean,) * 3
+        self.std = tuple(std) if isinstance(std, (list, tuple)) else (std,) * 3
+        self.fallback = fallback
+        square = self.size[0] == self.size[1]
+        self.batched = self.resize_mode == "squash" or (self.resize_mode == "shortest" and square)
+
+    def __call__(self, frames: np.ndarray, device: torch.device) -> torch.Tensor:
+        """``(N, H, W, 3)`` uint8 → ``(N, 3, h, w)`` float32 on ``device``, normalised for the model."""
+        if not self.batched:
+            return torch.stack([self.fallback(Image.fromarray(frame)) for frame in frames]).to(device)
+        pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(device, non_blocking=True)
+        pixels = pixels.permute(0, 3, 1, 2)
+        height, width = pixels.shape[-2:]
+        out_h, out_w = self.size
+        if self.resize_mode == "squash":
+            new_h, new_w, top, left = out_h, out_w, 0, 0
+        else:
+            new_h, new_w = _shortest_edge_size(height, width, out_h)
+            top, left = int(round((new_h - out_h) / 2.0)), int(round((new_w - out_w) / 2.0))
+        if new_w != width or new_h != height:
+            pixels = pixels.to(torch.int64)
+            if new_w != width:
+                index, weight = resample_taps(width, new_w, self.interpolation)
+                pixels = _resample(pixels, index[left : left + out_w], weight[left : left + out_w], dim=-1)
+            else:
+                pixels = pixels[..., left : left + out_w]
+            if new_h != height:
+                index, weight = resample_taps(height, new_h, self.interpolation)
+                pixels = _resample(pixels, index[top : top + out_h], weight[top : top + out_h], dim=-2)
+            else:
+                pixels = pixels[..., top : top + out_h, :]
+        else:
+            pixels = pixels[..., top : top + out_h, left : left + out_w]
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=device).view(-1, 1, 1)
+        return pixels.to(torch.float32).div(255).sub(mean).div(std)

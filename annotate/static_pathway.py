@@ -1,0 +1,246 @@
+"""CLIP static pathway: embeddings of BEV frames and of language goals (open_clip), for cosine rewards.
+
+The model is loaded once per process. ``model_id`` and ``weights_id`` name exactly what produced an
+embedding, so callers can key image-embedding caches and label-set hashes on them; ``image_forward_calls``
+and ``images_encoded`` count image-encoder work, so re-scoring with new prompts can be shown to skip it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+from annotate.clip_transform import ClipImageTransform
+from annotate.model_weights import WeightsError, file_digest, host_reachable, resolve_device
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+_OFFLINE_ADVICE = (
+    "on a machine without internet, download the weights elsewhere and pass the file with "
+    "--clip-checkpoint PATH (or pretrained='none' for random weights, e.g. in tests)"
+)
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Which CLIP to run and how.
+
+    ``pretrained`` is an open_clip pretrained tag (downloaded on first use), a local checkpoint path
+    (state dict, ``.safetensors`` or a torch file read with ``weights_only=True``), or ``none`` for random
+    weights initialised from ``seed`` (reproducible, but the scores carry no meaning: for tests only).
+    """
+
+    model: str = "ViT-B-32"
+    pretrained: str = "openai"
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.model or not isinstance(self.model, str):
+            raise ValueError("clip.model: expected an open_clip model name such as 'ViT-B-32'")
+        if not self.pretrained or not isinstance(self.pretrained, str):
+            raise ValueError("clip.pretrained: expected a pretrained tag, a checkpoint path, or 'none'")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"clip.precision: '{self.precision}' is not one of {', '.join(PRECISIONS)}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"clip.batch_size: expected a positive integer, got {self.batch_size!r}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as error:
+                raise ValueError(f"clip.device: '{self.device}' is not a torch device ({error})") from None
+
+
+@dataclass(frozen=True)
+class _Weights:
+    path: str | None  # None: random init
+    tag_cfg: dict
+    weights_id: str
+
+
+class StaticPathway:
+    """An open_clip model with batched, cache-friendly image and text encoders (L2-normalised float32)."""
+
+    def __init__(self, config: ClipConfig) -> None:
+        import open_clip
+
+        self.config = config
+        self.device = resolve_device(config.device)
+        self._autocast_dtype = _autocast_dtype(config.precision, self.device)
+        if config.model not in open_clip.list_models():
+            raise ValueError(f"clip.model: unknown open_clip model '{config.model}' (see open_clip.list_models())")
+        weights = _resolve_weights(config)
+        quick_gelu = bool(weights.tag_cfg.get("quick_gelu", False))
+        self._model_id = config.model + ("-quickgelu" if quick_gelu and not config.model.endswith("-quickgelu") else "")
+        self._weights_id = weights.weights_id
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                config.model,
+                pretrained=weights.path,
+                force_quick_gelu=quick_gelu,
+                image_mean=weights.tag_cfg.get("mean"),
+                image_std=weights.tag_cfg.get("std"),
+                image_interpolation=weights.tag_cfg.get("interpolation"),
+                image_resize_mode=weights.tag_cfg.get("resize_mode"),
+                weights_only=True,
+            )
+        self.model = model.to(self.device).eval()
+        self._tokenizer = open_clip.get_tokenizer(config.model)
+        self._transform = ClipImageTransform(model.visual.preprocess_cfg, preprocess)
+        self.embed_dim = int(open_clip.get_model_config(config.model)["embed_dim"])
+        self.image_forward_calls = 0
+        self.images_encoded = 0
+
+    @property
+    def model_id(self) -> str:
+        """The architecture that produced the embeddings, e.g. ``ViT-B-32``."""
+        return self._model_id
+
+    @property
+    def weights_id(self) -> str:
+        """``sha256-<hex>`` of the checkpoint file, or ``random-seed<N>`` for random weights."""
+        return self._weights_id
+
+    def encode_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """``(N, D)`` float32 unit-norm embeddings of HxWx3 uint8 RGB frames, in input order."""
+        frames = [_check_frame(image, i) for i, image in enumerate(images)]
+        if not frames:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        outputs: list[torch.Tensor] = []
+        order: list[int] = []
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, frame in enumerate(frames):
+            by_shape.setdefault(frame.shape, []).append(i)
+        with torch.inference_mode(), self._autocast():
+            for indices in by_shape.values():
+                for start in range(0, len(indices), self.config.batch_size):
+                    chunk = indices[start : start + self.config.batch_size]
+                    pixels = self._transform(np.stack([frames[i] for i in chunk]), self.device)
+                    outputs.append(self.model.encode_image(pixels).float())
+                    order.extend(chunk)
+                    self.image_forward_calls += 1
+                    self.images_encoded += len(chunk)
+            # one device→host copy at the end lets the CPU prepare batch k+1 while the GPU runs batch k
+            embeddings = torch.nn.functional.normalize(torch.cat(outputs), dim=-1).cpu().numpy()
+        result = np.empty_like(embeddings)
+        result[np.asarray(order)] = embeddings
+        return result
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """``(N, D)`` float32 unit-norm embeddings of language goals or VLM descriptions."""
+        texts = list(texts)
+        if any(not isinstance(text, str) for text in texts):
+            raise TypeError("encode_texts: every text must be a str")
+        outputs = []
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, len(texts), self.config.batch_size):
+                tokens = self._tokenizer(texts[start : start + self.config.batch_size]).to(self.device)
+                outputs.append(self.model.encode_text(tokens).float())
+            if not outputs:
+                return np.zeros((0, self.embed_dim), dtype=np.float32)
+            return torch.nn.functional.normalize(torch.cat(outputs), dim=-1).cpu().numpy()
+
+    def _autocast(self):
+        if self._autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None means plain fp32; ``auto`` is bf16 (or fp16 where unsupported) on CUDA and fp32 elsewhere."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _check_frame(image: np.ndarray, index: int) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"encode_images: image {index} must be HxWx3 uint8 RGB, got {image.dtype} {image.shape}")
+    return image
+
+
+def _resolve_weights(config: ClipConfig) -> _Weights:
+    """Turn ``pretrained`` into a local file (or None for random init) and its content id."""
+    import open_clip
+
+    if config.pretrained == "none":
+        log.warning(
+            "CLIP %s runs with RANDOM weights (pretrained='none', seed %d): similarity scores and rewards carry "
+            "no semantic meaning; use this only for tests and benchmarks",
+            config.model,
+            config.seed,
+        )
+        return _Weights(None, {}, f"random-seed{config.seed}")
+    path = Path(config.pretrained).expanduser()
+    if path.is_file():
+        return _Weights(str(path), {}, file_digest(path))
+    tag_cfg = open_clip.get_pretrained_cfg(config.model, config.pretrained)
+    if not tag_cfg:
+        if os.sep in config.pretrained or path.suffix in _CHECKPOINT_SUFFIXES:
+            raise WeightsError(f"CLIP checkpoint not found: {path} (clip.pretrained / --clip-checkpoint)")
+        known = ", ".join(open_clip.list_pretrained_tags_by_model(config.model)) or "none"
+        raise WeightsError(
+            f"clip.pretrained: '{config.pretrained}' is neither a pretrained tag of {config.model} "
+            f"(known: {known}) nor an existing checkpoint file"
+        )
+    local = _download_tag(config, dict(tag_cfg))
+    return _Weights(local, dict(tag_cfg), file_digest(local))
+
+
+def _download_tag(config: ClipConfig, tag_cfg: dict) -> str:
+    """The local file of a pretrained tag: from the download cache, else downloaded if the host answers."""
+    import open_clip
+
+    cached = _cached_tag_file(tag_cfg)
+    if cached:
+        return cached
+    host = urlparse(_tag_endpoint(tag_cfg)).hostname or ""
+    what = f"open_clip weights '{config.pretrained}' for {config.model}"
+    if not host_reachable(host):
+        raise WeightsError(f"cannot download {what}: {host} is unreachable; {_OFFLINE_ADVICE}")
+    try:
+        return open_clip.download_pretrained(tag_cfg)
+    except Exception as error:  # noqa: BLE001 - hub and HTTP clients raise many types; all mean "not here"
+        raise WeightsError(f"cannot download {what}: {error}; {_OFFLINE_ADVICE}") from error
+
+
+def _tag_endpoint(tag_cfg: dict) -> str:
+    if tag_cfg.get("hf_hub"):
+        from huggingface_hub import constants
+
+        return constants.ENDPOINT
+    return tag_cfg.get("url", "")
+
+
+def _cached_tag_file(tag_cfg: dict) -> str | None:
+    """The tag's weights if an earlier download left them in open_clip's caches (no network access)."""
+    if tag_cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+        from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+        repo_id, filename = os.path.split(tag_cfg["hf_hub"])
+        filename = filename or HF_WEIGHTS_NAME
+        safe = HF_SAFE_WEIGHTS_NAME if filename == HF_WEIGHTS_NAME else filename.rsplit(".", 1)[0] + ".safetensors"
+        for name in (safe, filename):
+            found = try_to_load_from_cache(repo_id, name)
+            if isinstance(found, str):
+                return found
+        return None
+    url = tag_cfg.get("url", "")
+    target = Path("~/.cache/clip").expanduser() / os.path.basename(url)
+    return str(target) if url and target.is_file() else None
