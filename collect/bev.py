@@ -95,12 +95,6 @@ class BevConfig:
         if not isinstance(self.palette, BevPalette):
             raise ValueError(f"BevConfig.palette must be a BevPalette, got {type(self.palette).__name__}")
 
-    @property
-    def view_radius_m(self) -> float:
-        """Distance from the ego beyond which nothing can appear in the frame."""
-        half = self.size_px / 2 + abs(self.ego_offset_px)
-        return math.hypot(half, half) * self.metres_per_px
-
 
 def _fixed(points_px: np.ndarray) -> np.ndarray:
     """Pixel coordinates as cv2 fixed-point int32 points."""
@@ -201,10 +195,10 @@ class BevRasteriser:
 
     def to_pixels(self, scene: Scene, points: np.ndarray) -> np.ndarray:
         """World points ``(N, 2)`` as frame pixel coordinates ``(N, 2)`` (column, row)."""
-        m = self.frame_affine(scene)
-        return np.asarray(points, dtype=np.float64) @ m[:, :2].T + m[:, 2]
+        return self._apply(self.frame_affine(scene), points)
 
     def render(self, scene: Scene) -> np.ndarray:
+        """The scene as an HxWx3 uint8 RGB frame: map, route, stop lines, agents (VRUs on top), ego."""
         config, palette = self.config, self.config.palette
         size = config.size_px
         world = self._world(scene.map)
