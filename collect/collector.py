@@ -1,0 +1,218 @@
+"""Collecting a run of episodes into a dataset: resumable, in parallel worker processes.
+
+A run is identified by its run id (by default a short hash of the settings that determine its data), and
+owes episodes ``0 .. N-1``. Whatever complete shards of the run already hold is skipped, so re-running the
+same command after a crash, or with a larger ``episodes``, collects only what is missing. One collector per
+run id at a time: a start cleans the run's leftover tmp files, which another live collector of the same run
+would still be writing.
+
+Each worker process owns one simulator (libsumo is one simulation per process), one policy and one
+``RolloutWriter``, and writes its own shards; the parent only plans, reports progress and sums up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import multiprocessing as mp
+import multiprocessing.util as mp_util
+import queue
+import re
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import pyarrow.compute as pc
+
+from collect.env import EnvSpec
+from collect.policies import make_policy
+from collect.policies.base import Policy
+from collect.rollout import EpisodeSummary, RolloutWriter, ShardSummary
+from data_schema import Dataset, DatasetError
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_run_id(run_id: str) -> str:
+    if not _RUN_ID.match(run_id):
+        raise ValueError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' (max 64)")
+    return run_id
+
+
+def default_run_id(env: EnvSpec, policy_name: str, seed: int) -> str:
+    """A short hash of everything that decides what episode ``i`` of the run contains."""
+    key = repr((env, policy_name, seed))
+    return "r" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def run_shards(dataset: Dataset, run_id: str) -> list[str]:
+    """Complete shards of ``run_id`` (names are ``<time>-<run_id>-e<first episode>``)."""
+    pattern = re.compile(rf"^\d{{8}}T\d{{6}}-{re.escape(run_id)}-e\d{{6,}}$")
+    return [s for s in dataset.shards() if pattern.match(s)]
+
+
+def completed_episodes(dataset: Dataset, run_id: str, policy_name: str, seed: int) -> dict[int, str]:
+    """Episode index -> shard for the episodes of ``run_id`` already on disk.
+
+    Refuses a run whose episodes were collected with another policy or seed: mixing them under one run id
+    would make episode ``i`` mean two different things.
+    """
+    done: dict[int, str] = {}
+    prefix = f"{run_id}-"
+    for shard in run_shards(dataset, run_id):
+        table = dataset.read_shard(shard, ["episode_id", "step", "policy", "seed"]).filter(pc.field("step") == 0)
+        for eid, policy, episode_seed in zip(*(table.column(c).to_pylist() for c in ("episode_id", "policy", "seed"))):
+            index = int(eid[len(prefix) :])
+            if policy != policy_name or episode_seed != seed + index:
+                raise DatasetError(
+                    f"{dataset.shard_path(shard)}: run {run_id!r} was collected with policy {policy!r} and base seed "
+                    f"{episode_seed - index}, not {policy_name!r} and {seed}; choose another --run-id"
+                )
+            done[index] = shard
+    return done
+
+
+@dataclass(frozen=True)
+class CollectSummary:
+    run_id: str
+    requested: int  # episodes the run owes (0 .. requested - 1)
+    already_done: int  # of those, found in complete shards at start
+    shards: tuple[ShardSummary, ...] = ()
+    removed_leftovers: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def episodes(self) -> list[EpisodeSummary]:
+        return [e for s in self.shards for e in s.episodes]
+
+    @property
+    def steps(self) -> int:
+        return sum(s.steps for s in self.shards)
+
+    @property
+    def outcomes(self) -> Counter:
+        return Counter(e.outcome for e in self.episodes)
+
+
+def plan_shards(missing: Sequence[int], episodes_per_shard: int, workers: int) -> list[list[int]]:
+    """Split the missing episode indices into shards, small enough that every worker gets work."""
+    if not missing:
+        return []
+    size = max(1, min(episodes_per_shard, math.ceil(len(missing) / workers)))
+    return [list(missing[i : i + size]) for i in range(0, len(missing), size)]
+
+
+@dataclass(frozen=True)
+class CollectJob:
+    """Everything a worker needs to build its own simulator, policy and writer (picklable)."""
+
+    dataset_url: str
+    env: EnvSpec
+    policy: str | Policy
+    run_id: str
+    seed: int
+    progress: object = field(default=None, compare=False)  # multiprocessing queue of EpisodeSummary, or None
+
+    def writer(self, on_episode: Callable[[EpisodeSummary], None] | None) -> RolloutWriter:
+        policy = make_policy(self.policy, self.seed) if isinstance(self.policy, str) else self.policy
+        return RolloutWriter(Dataset.open(self.dataset_url), self.env.build(), policy, self.run_id, self.seed, on_episode)
+
+
+_job: CollectJob | None = None
+_worker: RolloutWriter | None = None
+
+
+def _init_worker(job: CollectJob) -> None:
+    global _job
+    _job = job
+
+
+def _collect_shard(indices: list[int]) -> ShardSummary:
+    """Run in a worker: the simulator is started by the first task, not the pool initializer, so that a
+    failure to start (no CARLA server) reaches the parent as its own exception instead of a broken pool."""
+    global _worker
+    assert _job is not None, "worker not initialised"
+    if _worker is None:
+        _worker = _job.writer(_job.progress.put if _job.progress is not None else None)
+        # pool workers leave through os._exit: a multiprocessing finalizer is what still runs then (CARLA
+        # must be put back into asynchronous mode, SUMO closed)
+        mp_util.Finalize(_worker, _worker.env.close, exitpriority=10)
+    return _worker.collect_shard(indices)
+
+
+def collect_episodes(
+    dataset_url: str,
+    env: EnvSpec,
+    policy: str | Policy,
+    episodes: int,
+    seed: int = 0,
+    run_id: str | None = None,
+    workers: int = 1,
+    episodes_per_shard: int = 8,
+    on_episode: Callable[[EpisodeSummary], None] | None = None,
+    on_plan: Callable[[int, int], None] | None = None,
+) -> CollectSummary:
+    """Make sure episodes ``0 .. episodes-1`` of the run are in the dataset, collecting the missing ones.
+
+    ``policy`` is a spec for ``make_policy`` (``random``, ``expert``, a TorchScript path) or a Policy object
+    (picklable when ``workers > 1``). ``on_plan(owed, already_done)`` is called once before collecting and
+    ``on_episode`` after each finished episode, in this process.
+    """
+    if episodes < 0 or workers < 1 or episodes_per_shard < 1:
+        raise ValueError(f"need episodes >= 0, workers >= 1, episodes_per_shard >= 1; got {episodes}, {workers}, {episodes_per_shard}")
+    started = time.perf_counter()
+    policy_obj = make_policy(policy, seed) if isinstance(policy, str) else policy
+    run_id = check_run_id(run_id) if run_id is not None else default_run_id(env, policy_obj.name, seed)
+    dataset = Dataset.create(dataset_url)
+    removed = tuple(dataset.remove_leftovers(owner=f"-{run_id}-e"))
+    done = completed_episodes(dataset, run_id, policy_obj.name, seed)
+    missing = [i for i in range(episodes) if i not in done]
+    already = episodes - len(missing)
+    if on_plan is not None:
+        on_plan(episodes, already)
+    chunks = plan_shards(missing, episodes_per_shard, workers)
+    if not chunks:
+        shards: list[ShardSummary] = []
+    elif workers == 1 or len(chunks) == 1:
+        job = CollectJob(dataset_url, env, policy_obj, run_id, seed)
+        writer = job.writer(on_episode)
+        try:
+            shards = [writer.collect_shard(chunk) for chunk in chunks]
+        finally:
+            writer.env.close()
+    else:
+        shards = _collect_in_workers(CollectJob(dataset_url, env, policy, run_id, seed), chunks, workers, on_episode)
+    return CollectSummary(run_id, episodes, already, tuple(shards), removed, time.perf_counter() - started)
+
+
+def _collect_in_workers(
+    job: CollectJob, chunks: list[list[int]], workers: int, on_episode: Callable[[EpisodeSummary], None] | None
+) -> list[ShardSummary]:
+    context = mp.get_context("spawn")
+    progress = context.Queue()
+    job = CollectJob(job.dataset_url, job.env, job.policy, job.run_id, job.seed, progress)
+    shards: list[ShardSummary] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                summary = progress.get_nowait()
+            except queue.Empty:
+                return
+            if on_episode is not None:
+                on_episode(summary)
+
+    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context, initializer=_init_worker, initargs=(job,)) as pool:
+        pending: set[Future] = {pool.submit(_collect_shard, chunk) for chunk in chunks}
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                drain()
+                shards.extend(f.result() for f in finished)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    drain()
+    return sorted(shards, key=lambda s: s.episodes[0].index)
