@@ -13,3 +13,8 @@ def main() -> None:
     A dataset is a directory (or fsspec URL) that every stage reads and writes:
     `collect` adds raw episode shards, `annotate` adds a label set beside them, `train` learns from both.
     """
+
+from pipeline.commands.collect import collect, info  # noqa: E402
+
+main.add_command(collect)
+main.add_command(info)
