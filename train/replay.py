@@ -1,0 +1,285 @@
+"""Replay built from raw shards joined with one label set, kept compact, sampled as d3rlpy mini-batches.
+
+A transition is ``(obs_t, action_t, reward, obs_t+1, terminal)`` from two consecutive rows of one episode:
+``reward`` is the label ``reward`` of row ``t+1`` (RLDS layout, ``data_schema.schema``), ``terminal`` is row
+``t+1``'s ``terminated`` (no bootstrapping past it); a ``truncated`` row ``t+1`` (step limit) is a timeout,
+kept apart: the target still bootstraps from ``obs_t+1``. Transitions never span two episodes, and a raw
+shard without a label shard contributes nothing: there are no placeholder rewards.
+
+Frames are stored once per row (``obs_t+1`` of one transition is ``obs_t`` of the next), area-downsampled
+to ``bev_size`` and kept either as raw uint8 arrays or zstd-compressed, decompressed per batch
+(``frame_codec``). ``bench/train.py`` measures both; on the bundled town a 64x64 frame is 12 KB raw and
+about 1.7 KB compressed, and PNG decoding (also measured while choosing) was 3-4x slower than zstd.
+The buffer holds whole shards as chunks and evicts the oldest transitions first once it holds more than
+``limit``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from d3rlpy.dataset import TransitionMiniBatch
+
+from data_schema import Dataset, DatasetError, LabelSet, decode_image
+from data_schema.features import STATE_COLUMNS, state_matrix
+from data_schema.schema import ACTION_SIZE
+from train.encoder import downsample_bev
+
+#: Raw columns a shard is read with (the BEV is decoded and downsampled right away).
+RAW_COLUMNS = ("episode_id", "step", "bev", *STATE_COLUMNS, "action", "terminated", "truncated", "is_last")
+
+#: Computes each label row's reward from the joined raw and label columns (``--reward-from-components``).
+RewardFn = Callable[[pa.Table], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RewardSource:
+    """Where rewards come from: the stored label ``reward`` or a recomputation from stored components."""
+
+    label_columns: tuple[str, ...] = ("reward",)
+    raw_columns: tuple[str, ...] = ()
+    compute: RewardFn | None = None
+
+    def rewards(self, joined: pa.Table) -> np.ndarray:
+        if self.compute is None:
+            return joined.column("reward").to_numpy().astype(np.float32)
+        return np.asarray(self.compute(joined), dtype=np.float32)
+
+
+STORED_REWARD = RewardSource()
+
+
+@dataclass(frozen=True)
+class ShardTransitions:
+    """The transitions of one shard. Row arrays have one entry per stored row, transition arrays per transition."""
+
+    shard: str
+    bev_size: int
+    episodes: tuple[str, ...]
+    episode_index: np.ndarray  # int32 [R] index into ``episodes``
+    steps: np.ndarray  # int32 [R]
+    frames: np.ndarray  # uint8 [R, 3, S, S], or object [R] of zstd-compressed [3, S, S] frames
+    states: np.ndarray  # float32 [R, STATE_DIM]
+    actions: np.ndarray  # float32 [R, 2] action taken from each row (zeros on is_last rows)
+    src: np.ndarray  # int32 [T] row of obs_t; obs_t+1 is row src + 1
+    rewards: np.ndarray  # float32 [T]
+    terminals: np.ndarray  # bool [T]
+    timeouts: np.ndarray  # bool [T]
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by this chunk, image bytes objects included."""
+        arrays = (self.episode_index, self.steps, self.states, self.actions, self.src, self.rewards, self.terminals, self.timeouts)
+        total = sum(a.nbytes for a in arrays)
+        if self.frames.dtype == object:
+            return total + self.frames.nbytes + sum(sys.getsizeof(b) for b in self.frames)
+        return total + self.frames.nbytes
+
+    def keys(self) -> list[tuple[str, int]]:
+        """``(episode_id, step)`` of each transition's ``obs_t`` (for audits and tests)."""
+        return [(self.episodes[e], int(s)) for e, s in zip(self.episode_index[self.src], self.steps[self.src])]
+
+
+def compress_frames(frames: np.ndarray) -> np.ndarray:
+    """uint8 ``[N, 3, S, S]`` frames as an object array of zstd-compressed bytes (lossless)."""
+    out = np.empty(len(frames), dtype=object)
+    for i, frame in enumerate(frames):
+        out[i] = pa.compress(frame.tobytes(), codec="zstd", asbytes=True)
+    return out
+
+
+def decompress_frames(data: Iterable[bytes], shape: tuple[int, ...]) -> np.ndarray:
+    size = int(np.prod(shape))
+    return np.stack([np.frombuffer(pa.decompress(b, size, codec="zstd", asbytes=True), np.uint8).reshape(shape) for b in data])
+
+
+def decode_pngs(data: Iterable[bytes]) -> np.ndarray:
+    """Stored PNG frames as uint8 ``[N, 3, H, W]``."""
+    return np.stack([decode_image(b).transpose(2, 0, 1) for b in data])
+
+
+def _downsampled(bev_column: pa.ChunkedArray, bev_size: int, block: int = 256) -> np.ndarray:
+    """Decode PNG frames and area-downsample them, ``block`` at a time to bound the decoded peak."""
+    data = bev_column.to_pylist()
+    out = np.empty((len(data), 3, bev_size, bev_size), dtype=np.uint8)
+    for start in range(0, len(data), block):
+        frames = torch.from_numpy(decode_pngs(data[start : start + block]))
+        out[start : start + len(frames)] = downsample_bev(frames, bev_size).numpy()
+    return out
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    return table.sort_by([("episode_id", "ascending"), ("step", "ascending")])
+
+
+def read_shard_transitions(
+    dataset: Dataset,
+    labels: LabelSet,
+    shard: str,
+    bev_size: int,
+    frame_codec: str = "raw",
+    reward: RewardSource = STORED_REWARD,
+) -> ShardTransitions:
+    """The transitions of raw shard ``shard`` with rewards from its label shard (which must exist)."""
+    raw_path, label_path = dataset.shard_path(shard), labels.shard_path(shard)
+    if shard not in labels.shards():
+        raise DatasetError(f"{label_path}: no label shard for raw shard {shard}; unlabelled transitions never enter replay")
+    raw_columns = list(dict.fromkeys(RAW_COLUMNS + reward.raw_columns))
+    raw = _sorted(dataset.read_shard(shard, raw_columns))
+    lab = _sorted(labels.read_shard(shard, ["episode_id", "step", *reward.label_columns]))
+    if raw.num_rows != lab.num_rows:
+        raise DatasetError(f"{label_path}: {lab.num_rows} label rows for {raw.num_rows} raw rows in {raw_path}")
+    for key in ("episode_id", "step"):
+        if not raw.column(key).equals(lab.column(key)):
+            raise DatasetError(f"{label_path}: keys (episode_id, step) differ from those of {raw_path}")
+
+    encoded = pc.dictionary_encode(raw.column("episode_id")).combine_chunks()
+    episodes = tuple(encoded.dictionary.to_pylist())
+    episode_index = encoded.indices.to_numpy().astype(np.int32)
+    steps = raw.column("step").to_numpy().astype(np.int32)
+    is_last = raw.column("is_last").to_numpy(zero_copy_only=False)
+    _check_episodes(raw_path, episodes, episode_index, steps, is_last)
+
+    action_column = raw.column("action").combine_chunks()
+    has_action = action_column.is_valid().to_numpy(zero_copy_only=False)
+    if (~has_action & ~is_last).any():
+        row = int(np.flatnonzero(~has_action & ~is_last)[0])
+        where = f"episode {episodes[episode_index[row]]}, step {steps[row]}"
+        raise DatasetError(f"{raw_path}: null action on a row that is not is_last ({where})")
+    actions = np.zeros((raw.num_rows, ACTION_SIZE), dtype=np.float32)
+    actions[has_action] = action_column.filter(pa.array(has_action)).flatten().to_numpy().reshape(-1, ACTION_SIZE)
+
+    joined = raw.drop_columns(["bev"])
+    for name in lab.column_names[2:]:
+        joined = joined.append_column(name, lab.column(name))
+    row_rewards = reward.rewards(joined)
+    if not np.isfinite(row_rewards).all():
+        raise DatasetError(f"{label_path}: non-finite reward(s); relabel this shard")
+
+    src = np.flatnonzero(~is_last).astype(np.int32)  # every non-last row starts a transition to the next row
+    dst = src + 1
+    frames = _downsampled(raw.column("bev"), bev_size)
+    return ShardTransitions(
+        shard=shard,
+        bev_size=bev_size,
+        episodes=episodes,
+        episode_index=episode_index,
+        steps=steps,
+        frames=compress_frames(frames) if frame_codec == "zstd" else frames,
+        states=state_matrix(raw).astype(np.float32),
+        actions=actions,
+        src=src,
+        rewards=row_rewards[dst],
+        terminals=raw.column("terminated").to_numpy(zero_copy_only=False)[dst].copy(),
+        timeouts=raw.column("truncated").to_numpy(zero_copy_only=False)[dst].copy(),
+    )
+
+
+def _check_episodes(path: str, episodes: tuple[str, ...], index: np.ndarray, steps: np.ndarray, is_last: np.ndarray) -> None:
+    """Rows sorted by (episode, step) must form whole episodes: steps 0, 1, ... ending with one is_last row."""
+    n = len(index)
+    if n == 0:
+        return
+    starts = np.r_[True, index[1:] != index[:-1]]
+    ends = np.r_[index[1:] != index[:-1], True]
+    bad_start = starts & (steps != 0)
+    bad_gap = ~starts & (steps != np.r_[-1, steps[:-1]] + 1)
+    bad_end = ends != is_last
+    problems = ((bad_start, "does not start at step 0"), (bad_gap, "skips a step"), (bad_end, "does not end with exactly one is_last row"))
+    for mask, what in problems:
+        if mask.any():
+            row = int(np.flatnonzero(mask)[0])
+            raise DatasetError(f"{path}: episode {episodes[index[row]]} {what} (near step {steps[row]}); shards hold whole episodes")
+
+
+class ReplayBuffer:
+    """FIFO of shard chunks with uniform sampling over the transitions it holds."""
+
+    def __init__(self, limit: int, seed: int = 0) -> None:
+        if limit < 1:
+            raise ValueError(f"replay limit must be >= 1, got {limit}")
+        self.limit = limit
+        self._chunks: deque[ShardTransitions] = deque()
+        self._first: deque[int] = deque()  # first live transition of each chunk (older ones are evicted)
+        self._rng = np.random.default_rng(seed)
+        self.added = 0  # transitions ever added
+        self.shards: list[str] = []  # shards ever added, in order
+
+    def __len__(self) -> int:
+        return sum(len(c) - f for c, f in zip(self._chunks, self._first))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self._chunks)
+
+    def add(self, chunk: ShardTransitions) -> None:
+        self._chunks.append(chunk)
+        self._first.append(0)
+        self.added += len(chunk)
+        self.shards.append(chunk.shard)
+        excess = len(self) - self.limit
+        while excess > 0:
+            live = len(self._chunks[0]) - self._first[0]
+            if live <= excess:
+                self._chunks.popleft()
+                self._first.popleft()
+                excess -= live
+            else:
+                self._first[0] += excess
+                excess = 0
+
+    def keys(self) -> list[tuple[str, int]]:
+        """``(episode_id, step)`` of every live transition's ``obs_t``, oldest first."""
+        return [k for c, f in zip(self._chunks, self._first) for k in c.keys()[f:]]
+
+    def sample(self, batch_size: int) -> TransitionMiniBatch:
+        """A uniform mini-batch (with replacement) as d3rlpy expects: tuple observations ``[bev, state]``."""
+        sizes = np.array([len(c) - f for c, f in zip(self._chunks, self._first)])
+        if sizes.sum() == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        flat = self._rng.integers(0, sizes.sum(), size=batch_size)
+        which = np.searchsorted(np.cumsum(sizes), flat, side="right")
+        offsets = flat - np.r_[0, np.cumsum(sizes)[:-1]][which]
+        parts = [_gather(self._chunks[c], self._first[c] + offsets[which == c]) for c in np.unique(which)]
+        bev, state, next_bev, next_state, action, next_action, reward, terminal = (np.concatenate(x) for x in zip(*parts))
+        return TransitionMiniBatch(
+            observations=[bev.astype(np.float32), state],
+            actions=action,
+            rewards=reward.reshape(-1, 1),
+            next_observations=[next_bev.astype(np.float32), next_state],
+            next_actions=next_action,
+            terminals=terminal.astype(np.float32).reshape(-1, 1),
+            intervals=np.ones((batch_size, 1), dtype=np.float32),
+            transitions=[],
+        )
+
+
+def _gather(chunk: ShardTransitions, position: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Arrays of the transitions at ``position`` of a chunk: obs, next obs, actions, rewards, terminals."""
+    src = chunk.src[position]
+    dst = src + 1
+    if chunk.frames.dtype == object:
+        shape = (3, chunk.bev_size, chunk.bev_size)
+        bev, next_bev = decompress_frames(chunk.frames[src], shape), decompress_frames(chunk.frames[dst], shape)
+    else:
+        bev, next_bev = chunk.frames[src], chunk.frames[dst]
+    return (
+        bev,
+        chunk.states[src],
+        next_bev,
+        chunk.states[dst],
+        chunk.actions[src],
+        chunk.actions[dst],
+        chunk.rewards[position],
+        chunk.terminals[position],
+    )
