@@ -23,7 +23,7 @@ from collect.backends.carla_map import (
     RouteNotFound,
     carla_steer,
     crossed_segment,
-    pose_from_transform,
+    pose_from_carla,
     stop_line,
     transform,
     xy_from_location,
@@ -113,11 +113,14 @@ def agent_kind(type_id: str, attributes: dict[str, str]) -> str:
 
 def agent_from_state(kind: str, tf: carla.Transform, box: carla.BoundingBox, velocity: carla.Vector3D) -> Agent:
     """An agent at the centre of its bounding box footprint (the reference point every backend uses)."""
-    centre = tf.transform(box.location)
-    pose = pose_from_transform(tf)
-    x, y = xy_from_location(centre)
+    # the box offset rotated by the actor's yaw, in CARLA's frame (Transform.transform would modify its argument)
+    yaw = math.radians(tf.rotation.yaw)
+    bx, by = box.location.x, box.location.y
+    cx = tf.location.x + bx * math.cos(yaw) - by * math.sin(yaw)
+    cy = tf.location.y + bx * math.sin(yaw) + by * math.cos(yaw)
+    pose = pose_from_carla(cx, cy, tf.rotation.yaw)
     return Agent(
-        kind=kind, x=x, y=y, yaw=pose.yaw, speed=math.hypot(velocity.x, velocity.y),
+        kind=kind, x=pose.x, y=pose.y, yaw=pose.yaw, speed=math.hypot(velocity.x, velocity.y),
         length=2.0 * box.extent.x, width=2.0 * box.extent.y,
     )
 
@@ -202,6 +205,7 @@ class CarlaBackend:
         self._camera = _SensorQueue()
         self._lights: list[tuple[carla.TrafficLight, list[np.ndarray]]] = []
         self._route: Route | None = None
+        self._start = Pose(0.0, 0.0, 0.0)
         self._progress = 0.0
         self._controls = Controls()
         self._prev_xy: np.ndarray | None = None
@@ -252,20 +256,25 @@ class CarlaBackend:
                 route, start = self.network.sample_route(rng, self.config.route_min_m, self.config.route_max_m)
             except RouteNotFound as e:
                 raise ValueError(f"CARLA town {self.config.town!r}: {e}") from e
-            ego = self.world.try_spawn_actor(blueprint, transform(start, z=0.5))
+            ego = self.world.try_spawn_actor(blueprint, self._spawn_transform(start))
             if ego is not None:
-                self._ego, self._route = ego, route
+                self._ego, self._route, self._start = ego, route, start
                 self._actors.append(ego)
                 return
         raise RuntimeError(f"CARLA town {self.config.town!r}: no free spot to spawn the ego after 20 tries")
 
+    def _spawn_transform(self, pose: Pose) -> carla.Transform:
+        """Half a metre above the road surface at ``pose`` (towns have hills: the road is not at z = 0)."""
+        road = self.network.map.get_waypoint(transform(pose).location)
+        return transform(pose, z=road.transform.location.z + 0.5)
+
     def _spawn_traffic(self, rng: np.random.Generator) -> None:
         if self.config.vehicles == 0:
             return
-        assert self._ego is not None
-        ego_xy = np.array(xy_from_location(self._ego.get_location()))
+        # the ego's start, not its location: a new actor has no location until the next tick
+        ego_xy = np.array([self._start.x, self._start.y])
         candidates = self.world.get_map().get_spawn_points() or [
-            transform(self.network.lane_pose(key, seg.length / 2), z=0.5) for key, seg in self.network.lanes.items() if not seg.is_junction
+            self._spawn_transform(self.network.lane_pose(key, seg.length / 2)) for key, seg in self.network.lanes.items() if not seg.is_junction
         ]
         points = [sp for sp in candidates if np.hypot(*(np.array(xy_from_location(sp.location)) - ego_xy)) > 10.0]
         order = rng.permutation(len(points))[: self.config.vehicles]
@@ -283,8 +292,11 @@ class CarlaBackend:
         self._actors.extend(self._spawned(batch))
 
     def _spawned(self, batch: list) -> list[carla.Actor]:
-        ids = [r.actor_id for r in self.client.apply_batch_sync(batch, False) if not r.has_error]
-        return list(self.world.get_actors(ids)) if ids else []
+        """The actors a batch of spawn commands created (a blocked spot fails its command, not the batch)."""
+        return self._actors_by_id([r.actor_id for r in self.client.apply_batch_sync(batch, False) if not r.error])
+
+    def _actors_by_id(self, ids: list[int]) -> list[carla.Actor]:
+        return list(self.world.get_actors(ids)) if ids else []  # get_actors([]) would list every actor
 
     def _spawn_walkers(self, rng: np.random.Generator) -> None:
         if self.config.walkers == 0:
@@ -302,10 +314,10 @@ class CarlaBackend:
             speeds.append(float(walking))
             batch.append(carla.command.SpawnActor(bp, carla.Transform(spot)))
         responses = self.client.apply_batch_sync(batch, False)
-        walker_ids = [(r.actor_id, s) for r, s in zip(responses, speeds) if not r.has_error]
+        walker_ids = [(r.actor_id, s) for r, s in zip(responses, speeds) if not r.error]
         controller_bp = self.world.get_blueprint_library().find("controller.ai.walker")
         controllers = self._spawned([carla.command.SpawnActor(controller_bp, carla.Transform(), wid) for wid, _ in walker_ids])
-        self._actors.extend(self.world.get_actors([wid for wid, _ in walker_ids]))
+        self._actors.extend(self._actors_by_id([wid for wid, _ in walker_ids]))
         self.world.tick()  # controllers need one tick before they accept goals
         self.world.set_pedestrians_cross_factor(self.config.walker_cross_fraction)
         by_parent = {wid: speed for wid, speed in walker_ids}
@@ -388,7 +400,10 @@ class CarlaBackend:
                 return rgb_from_bgra(image.raw_data, image.width, image.height)
 
     def _collision(self) -> tuple[bool, str | None]:
-        """Whether the ego hit something since the last observation, and the kind of the first thing it hit."""
+        """Whether the ego hit something since the last observation, and the kind of the first thing it hit.
+
+        Collision events come from the client's sensor thread; one that arrives after its tick is reported with
+        the next observation."""
         hit: str | None = None
         while not self._collisions.items.empty():
             other = self._collisions.items.get_nowait().other_actor
@@ -429,6 +444,7 @@ class CarlaBackend:
                 if code == "r" and self._prev_xy is not None and crossed_segment(self._prev_xy, xy, line):
                     red = True
         self._prev_xy = xy
+        camera = self._camera_frame(frame)  # waiting for the frame's image lets its other sensor data arrive too
         collision, collision_with = self._collision()
         scene = Scene(
             map=self.geometry, ego=pose, ego_length=ego_agent.length, ego_width=ego_agent.width,
@@ -438,6 +454,6 @@ class CarlaBackend:
         elapsed = self.world.get_snapshot().timestamp.elapsed_seconds - self._t0
         return Observation(
             t=float(elapsed), speed=ego_agent.speed, controls=self._controls,
-            route=state, scene=scene, events=events, camera=self._camera_frame(frame),
+            route=state, scene=scene, events=events, camera=camera,
         )
 

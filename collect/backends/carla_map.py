@@ -193,14 +193,17 @@ def stop_line(wp: carla.Waypoint) -> np.ndarray:
 
 
 def crossed_segment(p0: np.ndarray, p1: np.ndarray, line: np.ndarray) -> bool:
-    """Whether the move ``p0 -> p1`` crosses the segment ``line`` (2, 2)."""
+    """Whether the move ``p0 -> p1`` crosses the segment ``line`` (2, 2).
+
+    Ending exactly on the line counts as crossing it; starting on it does not, so a crossing counts once."""
 
     def side(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
         return float((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
 
     a, b = np.asarray(line[0], float), np.asarray(line[1], float)
     p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
-    return side(a, b, p0) * side(a, b, p1) < 0 and side(p0, p1, a) * side(p0, p1, b) < 0
+    before, after = side(a, b, p0), side(a, b, p1)
+    return before != 0 and before * after <= 0 and side(p0, p1, a) * side(p0, p1, b) <= 0
 
 
 # -- the road network: geometry, routing, metrics ------------------------------------------------------------

@@ -215,3 +215,8 @@ def test_stop_line_spans_the_lane_and_crossing_detects_passing_it(town: cm.RoadN
     assert cm.crossed_segment(np.array([79.5, -1.5]), np.array([80.5, -1.6]), line)
     assert not cm.crossed_segment(np.array([78.0, -1.5]), np.array([79.9, -1.6]), line)
     assert not cm.crossed_segment(np.array([79.5, 3.0]), np.array([80.5, 3.0]), line)  # the other lane
+    # landing exactly on the line is the crossing; leaving it again is not a second one
+    on_line = np.array([80.0, -1.75])
+    assert cm.crossed_segment(np.array([79.5, -1.75]), on_line, line)
+    assert not cm.crossed_segment(on_line, np.array([80.5, -1.75]), line)
+    assert not cm.crossed_segment(on_line, on_line, line)
