@@ -18,3 +18,8 @@ from pipeline.commands.collect import collect, info  # noqa: E402
 
 main.add_command(collect)
 main.add_command(info)
+
+from pipeline.commands.audit import audit, labels  # noqa: E402
+
+main.add_command(audit)
+main.add_command(labels)

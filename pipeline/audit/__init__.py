@@ -25,7 +25,7 @@ _EXPORTS = {
     "pipeline.audit.compare": ("LabelDiff", "compare"),
     "pipeline.audit.report": ("build_report", "sample_frames", "write_report"),
     "pipeline.audit.config": ("ReportConfig",),
-    "pipeline.audit.groundtruth": ("Corridor", "critical_in_corridor"),
+    "pipeline.audit.groundtruth": ("ground_truth", "truth_config"),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -1,43 +1,48 @@
-"""Ground truth for scoring the gate: a vulnerable road user in a corridor ahead of the ego, from ``agents``.
+"""Ground truth for scoring the gate: a critical road user in a corridor ahead of the ego, from ``agents``.
 
-The simulator's agents are stored in the ego frame (x forward, y left), so the test is a box check.
+The test is annotate's own (``annotate.gate.scene_gate_column``: an agent's footprint reaching into the
+corridor), with the corridor the label set was annotated with, so the report's recall and precision are
+the numbers ``pipeline annotate`` would compute for the same frames. annotate is imported on first use only:
+it brings torch, which ``pipeline audit --help`` should not wait for.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-CRITICAL_KINDS = ("pedestrian", "cyclist", "motorcycle")
-
-
-@dataclass(frozen=True)
-class Corridor:
-    """The area ahead of the ego where a critical agent should fire the gate."""
-
-    length: float = 20.0
-    half_width: float = 2.0
-    kinds: tuple[str, ...] = CRITICAL_KINDS
-
-    def __post_init__(self) -> None:
-        if self.length <= 0 or self.half_width <= 0:
-            raise ValueError(f"corridor length and half_width must be > 0, got {self.length}, {self.half_width}")
-        if not self.kinds:
-            raise ValueError("corridor kinds must not be empty")
+#: GateConfig fields that define the ground-truth corridor.
+CORRIDOR_FIELDS = ("critical_kinds", "corridor_length", "corridor_half_width")
 
 
-def critical_in_corridor(agents: Iterable[Any] | None, corridor: Corridor = Corridor()) -> bool:
-    """Whether any agent of a critical kind has its centre inside the corridor (0 < x <= length, |y| <= half_width)."""
-    if agents is None:
-        return False
-    return any(
-        a["kind"] in corridor.kinds and 0.0 < float(a["x"]) <= corridor.length and abs(float(a["y"])) <= corridor.half_width
-        for a in agents
+def truth_config(label_set_document: dict[str, Any], length: float | None = None, half_width: float | None = None) -> Any:
+    """A scene ``GateConfig`` with the corridor of the label set's spec, then the given overrides.
+
+    Label sets annotated with a camera gate still record the corridor (it is how annotate scores them);
+    settings a spec lacks take annotate's defaults.
+    """
+    from annotate.gate import GateConfig
+
+    gate = label_set_document.get("spec", {}).get("gate", {}) or {}
+    settings = {k: gate[k] for k in CORRIDOR_FIELDS if k in gate}
+    if length is not None:
+        settings["corridor_length"] = length
+    if half_width is not None:
+        settings["corridor_half_width"] = half_width
+    return GateConfig(source="scene", **settings)
+
+
+def ground_truth(agents: pa.Array | pa.ChunkedArray, config: Any) -> np.ndarray:
+    """Per row of a raw ``agents`` column: is a critical agent in the corridor (annotate's scene gate)."""
+    from annotate.gate import scene_gate_column
+
+    return scene_gate_column(agents, config)
+
+
+def describe(config: Any) -> str:
+    return (
+        f"a {'/'.join(config.critical_kinds)} whose footprint reaches into the corridor {config.corridor_length:g} m ahead "
+        f"and {config.corridor_half_width:g} m either side of the ego's centre line"
     )
-
-
-def ground_truth(agents_column: Iterable[Any], corridor: Corridor = Corridor()) -> np.ndarray:
-    """``critical_in_corridor`` for every row of an ``agents`` column, as a bool array."""
-    return np.fromiter((critical_in_corridor(a, corridor) for a in agents_column), dtype=bool)

@@ -20,16 +20,18 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from data_schema.dataset import Dataset
+from data_schema.schema import KEY_COLUMNS
 from data_schema.query import PROGRESS_MIN_SHARDS, SHARD_COLUMN, attach_images, iter_frames, labelled_shards
 from data_schema.storage import atomic_write_bytes, filesystem
 from pipeline.audit.config import ReportConfig
-from pipeline.audit.groundtruth import Corridor, ground_truth
+from pipeline.audit.groundtruth import describe, ground_truth, truth_config
 from pipeline.audit.html import page, paragraph, png_img, preformatted, section, table
 from pipeline.audit.show import figure_png, plot_timeline, show_frames
 
-#: Raw and label columns the report reads for every sampled frame (no images, no VLM JSON).
+#: Raw and label columns the report reads for every sampled frame (no images, no VLM JSON; agents are
+#: read as Arrow and reduced to the ground-truth flag ``critical`` at once).
 SAMPLE_COLUMNS = (
-    "t", "speed", "collision", "collision_with", "off_road", "stuck", "red_light", "terminated", "truncated", "is_last", "agents",
+    "t", "speed", "collision", "collision_with", "off_road", "stuck", "red_light", "terminated", "truncated", "is_last",
     "sim_pos", "sim_neg", "r_static", "gate", "gate_source", "detections", "vlm_text", "vlm_ok", "r_dynamic",
     "semantic", "desired_speed", "f_speed", "f_center", "f_angle", "f_stability", "penalty", "reward",
 )  # fmt: skip
@@ -54,6 +56,7 @@ class Sample:
     shards_read: list[str]
     seed: int
     max_frames: int
+    truth: str
 
     @property
     def complete(self) -> bool:
@@ -62,10 +65,10 @@ class Sample:
     def describe(self) -> str:
         episodes = self.frames["episode_id"].nunique() if len(self.frames) else 0
         if self.complete:
-            return f"All {len(self.frames):,} labelled frames ({episodes:,} episodes in {self.labelled_shards} shard(s)) were read."
+            return f"All {len(self.frames):,} labelled frames ({episodes:,} episode(s) in {self.labelled_shards} shard(s)) were read."
         return (
             f"Sampled {len(self.frames):,} of {self.labelled_frames:,} labelled frames ({len(self.frames) / max(self.labelled_frames, 1):.1%}): "
-            f"{episodes:,} whole episodes from {len(self.shards_read)} of {self.labelled_shards} labelled shards, "
+            f"{episodes:,} whole episode(s) from {len(self.shards_read)} of {self.labelled_shards} labelled shard(s), "
             f"shards and episodes taken in a random order (seed {self.seed}) up to --max-frames {self.max_frames:,}."
         )
 
@@ -75,6 +78,7 @@ def sample_frames(dataset: Dataset, label_set: str, config: ReportConfig = Repor
     shards = labelled_shards(dataset, label_set)
     labels = dataset.label_set(label_set)
     sizes = {s: _num_rows(dataset, labels.shard_path(s)) for s in shards}
+    truth = truth_config(labels.spec(), config.corridor_length, config.corridor_half_width)
     rng = np.random.default_rng(config.seed)
     order = [shards[i] for i in rng.permutation(len(shards))]
     kept: list[pd.DataFrame] = []
@@ -89,15 +93,19 @@ def sample_frames(dataset: Dataset, label_set: str, config: ReportConfig = Repor
         if df.empty:
             break  # no whole episode fits what is left of the budget: more shards would not change that
         read.append(shard)
-        df["critical"] = ground_truth(df["agents"], config.corridor)
-        df["n_detections"] = [len(d) for d in df["detections"]]
+        agents = dataset.read_shard(shard, [*KEY_COLUMNS, "agents"])
+        critical = pd.DataFrame({k: agents.column(k).to_numpy() for k in KEY_COLUMNS})
+        critical["critical"] = ground_truth(agents.column("agents"), truth)
+        df = df.merge(critical, on=list(KEY_COLUMNS), how="left", validate="one_to_one")
         classes.update(det["cls"] for dets in df["detections"] for det in dets)
-        kept.append(df.drop(columns=["agents"]))
+        kept.append(df)
         held += len(df)
     frames = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=[*SAMPLE_COLUMNS, SHARD_COLUMN, "critical"])
     frames["event"] = event_types(frames)
     frames["approach"] = approaching(frames, APPROACH_STEPS)
-    return Sample(frames, dict(classes), len(dataset.shards()), len(shards), sum(sizes.values()), read, config.seed, config.max_frames)
+    return Sample(
+        frames, dict(classes), len(dataset.shards()), len(shards), sum(sizes.values()), read, config.seed, config.max_frames, describe(truth)
+    )
 
 
 def event_types(df: pd.DataFrame) -> pd.Series:
@@ -141,7 +149,7 @@ def build_report(dataset: Dataset | str, label_set: str, config: ReportConfig = 
     else:
         sections += [
             _scores(df),
-            _gate(df, gate, sample.detection_classes, config.corridor),
+            _gate(df, gate, sample.detection_classes, sample.truth),
             _vlm(df, vlm),
             _events(df),
             _worst(ds, df, config.worst),
@@ -241,11 +249,8 @@ def _scores(df: pd.DataFrame) -> str:
     return section("Scores", png_img(figure_png(fig), "distribution of each score over the sampled frames"), table(stats))
 
 
-def _gate(df: pd.DataFrame, quality: dict[str, Any], classes: dict[str, int], corridor: Corridor) -> str:
-    truth = (
-        f"Ground truth: a {'/'.join(corridor.kinds)} with its centre within {corridor.length:g} m ahead and "
-        f"{corridor.half_width:g} m either side of the ego, from the simulator's agents."
-    )
+def _gate(df: pd.DataFrame, quality: dict[str, Any], classes: dict[str, int], truth_text: str) -> str:
+    truth = f"Ground truth (the simulator's agents): {truth_text}."
     counts = pd.DataFrame(
         [
             ("frames", len(df)),

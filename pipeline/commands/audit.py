@@ -7,7 +7,6 @@ import click
 from data_schema import Dataset, DatasetError
 from data_schema.storage import atomic_write_bytes, filesystem
 from pipeline.audit.config import ReportConfig
-from pipeline.audit.groundtruth import Corridor
 
 #: Errors that carry a message for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS = (DatasetError, ValueError, KeyError, FileNotFoundError)
@@ -25,13 +24,15 @@ USER_ERRORS = (DatasetError, ValueError, KeyError, FileNotFoundError)
               help="Lowest-scored frames shown as images.")
 @click.option("--timelines", type=click.IntRange(min=0), default=ReportConfig.timelines, show_default=True,
               help="Episode timelines drawn (collision, off-road and stuck endings first).")
-@click.option("--corridor-length", type=float, default=Corridor.length, show_default=True,
-              help="Ground truth for gate recall: metres ahead in which a pedestrian/cyclist/motorcycle should fire the gate.")
-@click.option("--corridor-half-width", type=float, default=Corridor.half_width, show_default=True,
-              help="Ground truth for gate recall: metres either side of the ego's centre line.")
+@click.option("--corridor-length", type=float, default=None,
+              help="Ground truth for gate recall: metres ahead in which a pedestrian/cyclist/motorcycle should fire "
+                   "the gate. Default: the corridor in the label set's gate settings.")
+@click.option("--corridor-half-width", type=float, default=None,
+              help="Ground truth for gate recall: metres either side of the ego's centre line. Default: the label "
+                   "set's gate settings.")
 def audit(
     dataset: str, label_set: str, out: str, max_frames: int, seed: int, worst: int, timelines: int,
-    corridor_length: float, corridor_half_width: float,
+    corridor_length: float | None, corridor_half_width: float | None,
 ) -> None:  # fmt: skip
     """Write a self-contained HTML report auditing one label set of DATASET.
 
@@ -42,7 +43,7 @@ def audit(
     from pipeline.audit.report import write_report  # matplotlib: imported only when a report is made
 
     try:
-        config = ReportConfig(max_frames, seed, worst, timelines, Corridor(corridor_length, corridor_half_width))
+        config = ReportConfig(max_frames, seed, worst, timelines, corridor_length, corridor_half_width)
         summary = write_report(Dataset.open(dataset), label_set, out, config)
     except USER_ERRORS as e:
         raise click.ClickException(_message(e)) from None

@@ -35,13 +35,15 @@ def spec_document(name: str, digest: str) -> dict:
     return {
         "name": name,
         "hash": digest,
-        "spec": {"schema_version": 1, "gate": {"source": "scene"}, "reward": {"penalty": -10.0, "target_speed_kmh": 25.0}},
+        "spec": {"schema_version": 1, "gate": GATE_SPEC, "reward": {"penalty": -10.0, "target_speed_kmh": 25.0}},
         "provenance": {"created": "2025-01-01T00:00:00+00:00", "updated": "2025-01-01T00:10:00+00:00",
                        "code_version": "0.1.0+gtest", "hosts": ["test-host"], "counts": {"shards": 2, "frames": 240}},
     }  # fmt: skip
 
 
 HASH_V1, HASH_V2 = "a1" * 8, "b2" * 8
+#: The gate section of the label-set spec: the corridor the report scores the gate against.
+GATE_SPEC = {"source": "scene", "corridor_length": 20.0, "corridor_half_width": 2.0, "critical_kinds": ["pedestrian", "cyclist", "motorcycle"]}
 
 
 def episode_id(i: int) -> str:
@@ -56,6 +58,7 @@ def pedestrian_at(i: int, step: int) -> tuple[float, float] | None:
 
 
 def in_corridor(x: float, y: float) -> bool:
+    """The scene gate of clg-v1 (before its planted misses); matches GATE_SPEC for a 0.5 m pedestrian here."""
     return 0.0 < x < 20.0 and abs(y) < 2.0
 
 

@@ -1,0 +1,98 @@
+"""pipeline.audit.report: the figures are right, the file is self-contained, and it renders in Chromium."""
+
+from __future__ import annotations
+
+import base64
+import html.parser
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from audit_chromium import chromium_path, load_page
+from conftest import INVALID_TEXT, STEPS
+from PIL import Image
+
+from data_schema import Dataset
+from pipeline.audit.config import ReportConfig
+from pipeline.audit.report import build_report, write_report
+
+ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "audit_report.png"
+APT_HINT = "headless Chromium is not installed; on Debian/Ubuntu: apt-get update && apt-get install -y chromium"
+
+
+class _Tags(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+@pytest.fixture(scope="module")
+def report(audit_dataset: Dataset) -> tuple[str, dict]:
+    return build_report(audit_dataset, "clg-v1", ReportConfig(worst=8, timelines=3), progress=False)
+
+
+def test_report_figures_match_the_planted_labels(report: tuple[str, dict]) -> None:
+    text, summary = report
+    # 3 episodes x 7 frames with a pedestrian in the corridor; clg-v1's gate misses one of them
+    assert (summary["critical"], summary["true_positives"], summary["missed"], summary["false_positives"]) == (21, 20, 1, 0)
+    assert summary["recall"] == pytest.approx(20 / 21) and summary["precision"] == 1.0
+    assert summary["gate_share"] == pytest.approx(20 / 240)
+    # answers on gated frames at steps divisible by 4 are invalid: step 20 of ep002 and ep004 (ep000's is missed)
+    assert (summary["vlm_valid"], summary["vlm_invalid"], summary["vlm_missing"]) == (18, 2, 0)
+    assert summary["frames"] == summary["labelled_frames"] == 240
+    for heading in ("Provenance", "Sample", "Scores", "Gate", "VLM answers", "Reward by event type", "Lowest-scored frames", "Episode timelines"):
+        assert f"<h2>{heading}</h2>" in text
+    assert "a1a1a1a1a1a1a1a1" in text and "0.1.0+gtest" in text and "All 240 labelled frames" in text
+    assert "20 m ahead and 2 m either side" in text  # the corridor of the label set's gate settings
+    assert ">collision</th>" in text and ">off-road</th>" in text and ">stuck</th>" in text
+
+
+def test_report_is_self_contained_and_escapes_model_text(report: tuple[str, dict]) -> None:
+    text, _ = report
+    parser = _Tags()
+    parser.feed(text)
+    assert not [t for t, _ in parser.tags if t in ("script", "iframe", "object", "embed")]
+    images = [attrs["src"] for tag, attrs in parser.tags if tag == "img"]
+    assert len(images) >= 3 + 3  # histograms, events, BEV and camera grids, timelines
+    for src in images:
+        assert src.startswith("data:image/png;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as png:
+            assert png.format == "PNG" and png.width > 100
+    links = [v for _, attrs in parser.tags for k, v in attrs.items() if k in ("href", "src") and v]
+    assert all(v.startswith(("data:", "#")) for v in links), [v[:60] for v in links if not v.startswith("data:")]
+    assert INVALID_TEXT not in text and "{not json &lt;script&gt;console.error(" in text
+
+
+def test_large_datasets_are_sampled_as_whole_episodes(audit_dataset: Dataset, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    config = ReportConfig(max_frames=100, seed=1, worst=0, timelines=0)  # no images: this test is about sampling
+    summary = write_report(audit_dataset, "clg-v1", str(out), config, progress=False)
+    assert summary["frames"] == 2 * STEPS  # whole episodes within the budget
+    assert summary["shards_read"] == 1  # a second shard has no whole episode that fits: it is not read
+    assert f"Sampled {2 * STEPS} of 240 labelled frames" in out.read_text()
+    again = write_report(audit_dataset, "clg-v1", str(tmp_path / "again.html"), config, progress=False)
+    assert again == summary
+
+
+def test_report_renders_in_headless_chromium_without_errors(report: tuple[str, dict], tmp_path: Path) -> None:
+    if chromium_path() is None:
+        pytest.skip(APT_HINT)
+    broken = tmp_path / "broken.html"
+    broken.write_text('<img src="missing.png"><script>console.error("boom")</script>')
+    control = load_page(broken.as_uri(), tmp_path / "broken.png")
+    assert "boom" in control.console and control.failed_requests  # the harness does catch errors
+
+    page = tmp_path / "report.html"
+    page.write_text(report[0], encoding="utf-8")
+    loaded = load_page(page.as_uri(), ARTIFACT)
+    assert loaded.errors == []
+    assert [r for r in loaded.requests if not r.startswith(("file:", "data:"))] == []  # nothing from the network
+    assert loaded.images and all(i["complete"] and i["width"] > 0 for i in loaded.images)
+    assert loaded.size[1] > 3000
+    with Image.open(ARTIFACT) as shot:
+        assert shot.height > 3000 and len(np.unique(np.asarray(shot.convert("L").resize((64, 256))))) > 20  # not blank
+    print(f"report screenshot: {ARTIFACT}")
