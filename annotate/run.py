@@ -1,0 +1,249 @@
+"""``pipeline annotate`` orchestration: one dask task per raw shard, a progress bar, and a summary.
+
+Execution: a distributed ``LocalCluster`` sized to the machine by default (one single-threaded worker
+process per core, or one per GPU when the models run on CUDA), or an existing cluster given by its
+scheduler address. Tasks are idempotent (see ``annotate.shard_task``), so dask may rerun them freely: a
+worker that dies has its tasks rescheduled, a task that raises is retried ``task_retries`` times, and
+a shard that still fails is reported without stopping the others. Tasks that need a GPU ask for the
+worker resource ``GPU``; start GPU workers of your own cluster with ``dask worker ... --resources GPU=1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import pyarrow.parquet as pq
+from dask.distributed import Client, LocalCluster, as_completed
+from tqdm.auto import tqdm
+
+from data_schema import Dataset
+from data_schema.storage import remove_leftovers
+
+from annotate import label_set, model_cache
+from annotate.config import AnnotateConfig
+from annotate.label_set import ModelIds
+from annotate.shard_task import ShardStats, ShardTask, annotate_shard, embedding_cache_folder, vlm_cache_folder
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run, as opposed to what to compute (``AnnotateConfig``)."""
+
+    label_set: str
+    replace: bool = False
+    force: bool = False
+    scheduler: str | None = None
+    workers: int | None = None
+    #: Local workers as processes (default) or as threads of this process (debugging, small datasets).
+    processes: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.scheduler is not None and self.workers is not None:
+            raise ValueError("--workers sizes the local cluster; it cannot be combined with --scheduler")
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``lines()`` is what the CLI prints."""
+
+    label_set: str
+    hash: str
+    shards: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    frames: int = 0
+    gated: int = 0
+    gate_tp: int = 0
+    gate_fp: int = 0
+    gate_fn: int = 0
+    vlm_calls: int = 0
+    vlm_ok: int = 0
+    vlm_cache_hits: int = 0
+    images_encoded: int = 0
+    embedding_cache_hits: int = 0
+    models_loaded: int = 0
+    seconds: float = 0.0
+    hosts: set[str] = field(default_factory=set)
+    stats: list[ShardStats] = field(default_factory=list)
+
+    def add(self, stats: ShardStats) -> None:
+        self.stats.append(stats)
+        self.models_loaded += stats.models_loaded
+        self.hosts.add(stats.host)
+        if stats.status == "skipped":
+            self.skipped += 1
+            return
+        self.done += 1
+        for name in ("frames", "gated", "gate_tp", "gate_fp", "gate_fn", "vlm_calls", "vlm_ok", "vlm_cache_hits", "images_encoded", "embedding_cache_hits"):
+            setattr(self, name, getattr(self, name) + getattr(stats, name))
+
+    @property
+    def gate_share(self) -> float:
+        return self.gated / self.frames if self.frames else 0.0
+
+    @property
+    def gate_recall(self) -> float | None:
+        positives = self.gate_tp + self.gate_fn
+        return self.gate_tp / positives if positives else None
+
+    @property
+    def gate_precision(self) -> float | None:
+        fired = self.gate_tp + self.gate_fp
+        return self.gate_tp / fired if fired else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly counts (stored as the label set's ``last_run``)."""
+        return {
+            "shards": self.shards, "done": self.done, "skipped": self.skipped, "failed": dict(self.failed),
+            "frames": self.frames, "gated": self.gated, "gate_share": self.gate_share,
+            "gate_recall": self.gate_recall, "gate_precision": self.gate_precision,
+            "vlm_calls": self.vlm_calls, "vlm_ok": self.vlm_ok, "vlm_cache_hits": self.vlm_cache_hits,
+            "images_encoded": self.images_encoded, "seconds": round(self.seconds, 3),
+        }
+
+    def lines(self) -> list[str]:
+        def pct(value: float | None) -> str:
+            return "n/a" if value is None else f"{100 * value:.1f} %"
+
+        rate = self.frames / self.seconds if self.seconds else 0.0
+        out = [
+            f"label set {self.label_set} ({self.hash[:12]}): {self.done} shard(s) labelled, {self.skipped} skipped, "
+            f"{len(self.failed)} failed, of {self.shards}",
+            f"frames {self.frames} in {self.seconds:.1f} s ({rate:.1f} frames/s); images encoded {self.images_encoded}, "
+            f"embeddings from cache {self.embedding_cache_hits}",
+            f"gate: {self.gated} frames ({pct(self.gate_share)}), recall {pct(self.gate_recall)}, precision "
+            f"{pct(self.gate_precision)} against the scene ground truth",
+            f"VLM: {self.vlm_calls} call(s), {self.vlm_ok} valid answer(s) for gated frames, {self.vlm_cache_hits} from cache",
+        ]
+        out += [f"FAILED {shard}: {error}" for shard, error in sorted(self.failed.items())]
+        return out
+
+
+def annotate_dataset(dataset_url: str, config: AnnotateConfig, options: RunOptions) -> RunSummary:
+    """Label every raw shard of a dataset under ``options.label_set``; see the module docstring."""
+    started = time.perf_counter()
+    dataset = Dataset.open(dataset_url)
+    camera = config.gate.source == "camera" and dataset_has_camera(dataset)
+    gpu = _wants_gpu(config, camera, local=options.scheduler is None)
+    resources = {"GPU": 1} if gpu else None
+    with _client(options, gpu) as client:
+        ids = client.submit(_model_ids, config, camera, resources=resources, pure=False).result()
+        spec = label_set.build_spec(config, ids)
+        labels, digest = label_set.prepare(dataset, options.label_set, spec, options.replace)
+        _clean_caches(dataset, config, ids)
+        todo, skipped = label_set.plan(dataset, labels, digest, options.force)
+        summary = RunSummary(options.label_set, digest, shards=len(todo) + len(skipped), skipped=len(skipped))
+        url = dataset.fs.unstrip_protocol(dataset.path)
+        futures = {
+            client.submit(
+                annotate_shard,
+                ShardTask(url, shard, options.label_set, digest, config, options.force),
+                key=f"annotate-{digest[:12]}-{shard}",
+                retries=config.task_retries,
+                resources=resources,
+                pure=False,
+            ): shard
+            for shard in todo
+        }
+        with tqdm(total=len(futures), desc=f"annotate {options.label_set}", unit="shard", disable=not options.progress) as bar:
+            for future in as_completed(futures):
+                shard = futures[future]
+                try:
+                    summary.add(future.result())
+                except Exception as error:  # a task failure is reported per shard; the others go on
+                    summary.failed[shard] = f"{type(error).__name__}: {error}"
+                elapsed = time.perf_counter() - started
+                bar.set_postfix(frames_s=f"{summary.frames / elapsed:.1f}", gated=f"{100 * summary.gate_share:.0f}%", failed=len(summary.failed))
+                bar.update()
+    summary.seconds = time.perf_counter() - started
+    label_set.record_run(labels, digest, summary.hosts - {""}, summary.as_dict())
+    return summary
+
+
+def dataset_has_camera(dataset: Dataset) -> bool:
+    """Whether any raw shard holds camera frames, from Parquet footer statistics where they exist."""
+    for shard in dataset.shards():
+        with dataset.fs.open(dataset.shard_path(shard), "rb") as f:
+            meta = pq.ParquetFile(f).metadata
+        index = next(j for j in range(meta.num_columns) if meta.schema.column(j).path == "camera")
+        for g in range(meta.num_row_groups):
+            column = meta.row_group(g).column(index)
+            stats = column.statistics
+            if stats is None or not stats.has_null_count or stats.null_count < meta.row_group(g).num_rows:
+                return True
+    return False
+
+
+def _model_ids(config: AnnotateConfig, camera: bool) -> ModelIds:
+    """Runs on a worker: loads the models there (they stay cached for its tasks) and reports their identity."""
+    pathway = model_cache.static_pathway(config.clip)
+    gate_weights = model_cache.camera_gate(config.gate).weights_id if camera else None
+    return ModelIds(clip_model=pathway.model_id, clip_weights=pathway.weights_id, gate_weights=gate_weights)
+
+
+def _clean_caches(dataset: Dataset, config: AnnotateConfig, ids: ModelIds) -> None:
+    """Remove ``*.tmp`` files crashed writers left in this run's cache folders."""
+    folders = [embedding_cache_folder(dataset, ids.clip_model, ids.clip_weights)]
+    if config.vlm.backend != "none":
+        folders.append(vlm_cache_folder(dataset, config))
+    for folder in folders:
+        remove_leftovers(dataset.fs, folder)
+
+
+def _wants_gpu(config: AnnotateConfig, camera: bool, local: bool) -> bool:
+    """Whether tasks must run on GPU workers: a device naming CUDA, or ``auto`` on a local machine with CUDA."""
+    devices = [config.clip.device] + ([config.gate.device] if camera else [])
+    if config.vlm.backend in ("transformers", "vllm"):
+        devices.append(config.vlm.device if config.vlm.backend == "transformers" else "cuda")
+    if any(d.startswith("cuda") for d in devices):
+        return True
+    if local and "auto" in devices:
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+@contextlib.contextmanager
+def _client(options: RunOptions, gpu: bool) -> Iterator[Client]:
+    if options.scheduler is not None:
+        try:
+            client = Client(options.scheduler, timeout="30s")
+        except (OSError, TimeoutError) as error:
+            raise ConnectionError(f"--scheduler {options.scheduler}: cannot reach the dask scheduler ({error})") from error
+        with client:
+            yield client
+        return
+    if gpu and options.processes:
+        import torch
+
+        cluster: LocalCluster = _GpuLocalCluster(torch.cuda.device_count(), options.workers)
+    else:
+        n = options.workers or os.cpu_count() or 1
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=options.processes, dashboard_address=None)
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+class _GpuLocalCluster(LocalCluster):
+    """Local workers for CUDA models: worker i sees only GPU ``i mod n`` and offers the resource ``GPU=1``."""
+
+    def __init__(self, gpus: int, workers: int | None) -> None:
+        self._gpus = max(gpus, 1)
+        n = workers or self._gpus
+        super().__init__(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=None, resources={"GPU": 1})
+        self.scale(n)
+
+    def new_worker_spec(self) -> dict[Any, dict[str, Any]]:
+        ((name, spec),) = super().new_worker_spec().items()
+        options = dict(spec["options"])
+        options["env"] = {**options.get("env", {}), "CUDA_VISIBLE_DEVICES": str(int(name) % self._gpus)}
+        return {name: {**spec, "options": options}}

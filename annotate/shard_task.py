@@ -1,0 +1,395 @@
+"""One shard task: a raw episode shard in, its label shard out (written atomically with the label-set hash).
+
+The task is idempotent: it reads only the raw shard and the caches, writes the label shard in one atomic
+step, and skips a shard that already carries the hash. A worker that dies mid-task leaves at most a
+``*.tmp`` behind, and the rescheduled task produces the same shard.
+
+Caches (``Dataset.cache_path``), both written atomically and merged, never trusted beyond their key:
+
+* ``clip_image/<model_id>-<weights_id>/<shard>.parquet``: image embeddings per (episode, step, view), so a
+  new prompt set re-scores a shard without running the image encoder;
+* ``vlm/<settings_id>/<shard>.parquet``: VLM answers keyed by ``annotate.vlm.cache_key`` (model, prompt,
+  sampling, frame bytes). Transport failures (``transient``) are not cached: a rerun asks again.
+
+The dynamic term: ``r_dynamic = gate * (alpha_dynamic * sim(img, positive_dynamic) - beta_dynamic *
+sim(img, description))`` with img the camera frame, or the BEV in shards without a camera. It needs a
+description: a frame whose answer has none (VLM disabled, or an answer that stayed malformed after the
+retries) gets ``r_dynamic = 0``, like an ungated frame, rather than half a term that would reward failures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_schema import Dataset, LABEL_SCHEMA, decode_image
+from data_schema.storage import atomic_write
+
+from annotate import model_cache
+from annotate.config import AnnotateConfig
+from annotate.gate import GateQuality, scene_gate_column
+from annotate.reward import synthesize
+from annotate.vlm import VlmAnswer, cache_key, settings_id
+
+#: Raw columns a shard task reads (images stay encoded until a model needs them).
+RAW_COLUMNS = [
+    "episode_id", "step", "bev", "camera", "agents",
+    "speed", "lateral_offset", "heading_error", "collision", "off_road", "stuck",
+]
+#: Frames decoded and encoded at a time: bounds memory on long shards.
+DECODE_CHUNK = 256
+
+_EMBEDDING_CACHE_SCHEMA = pa.schema(
+    [
+        pa.field("episode_id", pa.string(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("view", pa.string(), nullable=False),
+        pa.field("embedding", pa.list_(pa.float32()), nullable=False),
+    ]
+)
+_VLM_CACHE_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("ok", pa.bool_(), nullable=False),
+        pa.field("description", pa.string()),
+        pa.field("answer_json", pa.string()),
+        pa.field("raw", pa.string()),
+        pa.field("attempts", pa.int32(), nullable=False),
+        pa.field("error", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything a worker needs for one shard; small and picklable."""
+
+    dataset_url: str
+    shard: str
+    label_set: str
+    label_set_hash: str
+    config: AnnotateConfig
+    force: bool = False
+
+
+@dataclass
+class ShardStats:
+    """What one task did, for the run's summary and the label set's provenance."""
+
+    shard: str
+    status: str  # "done" or "skipped"
+    frames: int = 0
+    gated: int = 0
+    gate_source: str = ""
+    gate_tp: int = 0
+    gate_fp: int = 0
+    gate_fn: int = 0
+    gate_tn: int = 0
+    vlm_calls: int = 0
+    vlm_ok: int = 0
+    vlm_cache_hits: int = 0
+    images_encoded: int = 0
+    embedding_cache_hits: int = 0
+    models_loaded: int = 0
+    seconds: float = 0.0
+    host: str = ""
+    pid: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def annotate_shard(task: ShardTask) -> ShardStats:
+    """Label one raw shard; skip it when its label shard already carries the hash (unless forced)."""
+    start = time.perf_counter()
+    loads_before = model_cache.loads()
+    dataset = Dataset(task.dataset_url)
+    labels = dataset.label_set(task.label_set)
+    stats = ShardStats(task.shard, "done", host=socket.gethostname(), pid=os.getpid())
+    if not task.force and labels.shard_hash(task.shard) == task.label_set_hash:
+        stats.status = "skipped"
+        return stats
+    table = dataset.read_shard(task.shard, RAW_COLUMNS)
+    columns = _Columns(table)
+    stats.frames = table.num_rows
+    config = task.config
+
+    gate, source, detections = _gate(table, columns, config)
+    quality = GateQuality()
+    quality.update(gate, scene_gate_column(table.column("agents"), config.gate))
+    stats.gate_source = source
+    stats.gate_tp, stats.gate_fp, stats.gate_fn, stats.gate_tn = quality.tp, quality.fp, quality.fn, quality.tn
+    stats.gated = int(gate.sum())
+
+    answers = _assess(dataset, task.shard, columns, gate, config, stats)
+    described = np.array([a is not None and bool(a.description) for a in answers], dtype=bool)
+
+    view = "camera" if columns.has_camera else "bev"
+    wanted = [("bev", i) for i in range(len(columns))]
+    if view == "camera":
+        wanted += [("camera", int(i)) for i in np.flatnonzero(described)]
+    embeddings = _embeddings(dataset, task.shard, columns, wanted, config, stats)
+
+    prompts = config.prompts
+    texts = model_cache.text_embeddings(config.clip, [prompts.positive, prompts.negative, prompts.positive_dynamic])
+    bev = embeddings["bev"]
+    sim_pos = bev @ texts[0]
+    sim_neg = bev @ texts[1]
+    r_static = prompts.alpha * sim_pos - prompts.beta * sim_neg
+    r_dynamic = _dynamic(embeddings[view], texts[2], answers, described, config)
+
+    reward = synthesize(
+        {
+            "episode_id": columns.episode_id, "step": columns.step, "r_static": r_static, "r_dynamic": r_dynamic,
+            **{name: table.column(name).to_numpy() for name in ("speed", "lateral_offset", "heading_error", "collision", "off_road", "stuck")},
+        },
+        config.reward,
+    )
+    labels_table = pa.table(
+        {
+            "episode_id": table.column("episode_id"),
+            "step": table.column("step"),
+            "sim_pos": sim_pos.astype(np.float32),
+            "sim_neg": sim_neg.astype(np.float32),
+            "r_static": r_static.astype(np.float32),
+            "gate": gate,
+            "gate_source": [source] * len(columns),
+            "detections": pa.array(detections, LABEL_SCHEMA.field("detections").type),
+            "vlm_text": [a.description if a is not None else None for a in answers],
+            "vlm_json": [_answer_json(a) for a in answers],
+            "vlm_ok": [a.ok if a is not None else None for a in answers],
+            "r_dynamic": r_dynamic.astype(np.float32),
+            **reward,
+        }
+    )
+    labels.write_shard(task.shard, labels_table, task.label_set_hash)
+    stats.models_loaded = model_cache.loads() - loads_before
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+class _Columns:
+    """The raw columns a task needs, converted once."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.episode_id = np.asarray(table.column("episode_id").to_pylist(), dtype=object)
+        self.step = table.column("step").to_numpy()
+        self.bev = table.column("bev").to_pylist()
+        self.camera = table.column("camera").to_pylist()
+        self.has_camera = len(self.camera) > 0 and all(c is not None for c in self.camera)
+        codes = np.unique(self.episode_id, return_inverse=True)[1]
+        self.order = np.lexsort((self.step, codes))
+        sorted_codes = codes[self.order]
+        starts = np.r_[0, np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1]
+        self.episode_start = np.repeat(starts, np.diff(np.r_[starts, len(codes)]))  # per sorted position
+        self.position = np.empty(len(codes), dtype=np.int64)
+        self.position[self.order] = np.arange(len(codes))
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def frame(self, row: int) -> bytes:
+        """The encoded image the dynamic pathway sees: the camera frame, else the BEV."""
+        return self.camera[row] if self.has_camera else self.bev[row]
+
+    def window(self, row: int, k: int) -> list[bytes]:
+        """K+1 frames ending at ``row`` within its episode, oldest first; the episode's first frame pads the start."""
+        pos = self.position[row]
+        start = self.episode_start[pos]
+        rows = [self.order[max(pos - k + j, start)] for j in range(k + 1)]
+        return [self.frame(int(r)) for r in rows]
+
+
+def _gate(table: pa.Table, columns: _Columns, config: AnnotateConfig) -> tuple[np.ndarray, str, list[list[dict]]]:
+    """Per frame: whether the gate fires and the camera detections; and the source that decided.
+
+    The camera gate needs camera frames; a shard without them uses ``gate_fallback`` instead.
+    """
+    n = len(columns)
+    source = config.gate.source
+    if source == "camera" and not columns.has_camera:
+        source = config.gate_fallback
+    detections: list[list[dict]] = [[] for _ in range(n)]
+    fired = np.zeros(n, dtype=bool)
+    if source == "camera":
+        gate_model = model_cache.camera_gate(config.gate)
+        for lo in range(0, n, DECODE_CHUNK):
+            images = [decode_image(b) for b in columns.camera[lo : lo + DECODE_CHUNK]]
+            for i, dets in enumerate(gate_model.detect(images), start=lo):
+                fired[i] = gate_model.fires(dets)
+                detections[i] = [d.to_record() for d in dets]
+    elif source == "scene":
+        fired = scene_gate_column(table.column("agents"), config.gate)
+    return fired, source, detections
+
+
+def _assess(
+    dataset: Dataset, shard: str, columns: _Columns, gate: np.ndarray, config: AnnotateConfig, stats: ShardStats
+) -> list[VlmAnswer | None]:
+    """The VLM answer of every gated frame (None elsewhere or with the VLM off), through the answer cache."""
+    answers: list[VlmAnswer | None] = [None] * len(columns)
+    rows = np.flatnonzero(gate)
+    if config.vlm.backend == "none" or len(rows) == 0:
+        return answers
+    path = f"{vlm_cache_folder(dataset, config)}/{shard}.parquet"
+    cached = _read_vlm_cache(dataset, path)
+    keys = {int(r): cache_key(config.vlm, columns.window(int(r), config.vlm.window)) for r in rows}
+    missing: dict[str, int] = {}
+    for row, key in keys.items():
+        if key not in cached and key not in missing:
+            missing[key] = row
+    stats.vlm_cache_hits = sum(1 for key in keys.values() if key in cached)
+    if missing:
+        backend = model_cache.vlm_backend(config.vlm)
+        fresh = backend.assess([columns.window(row, config.vlm.window) for row in missing.values()])
+        stats.vlm_calls = len(fresh)
+        new = {key: answer for key, answer in zip(missing, fresh)}
+        keep = {key: answer for key, answer in new.items() if not answer.transient}
+        if keep:
+            _write_vlm_cache(dataset, path, {**cached, **keep})
+        cached = {**cached, **new}
+    for row, key in keys.items():
+        answers[row] = cached[key]
+    stats.vlm_ok = sum(1 for row in keys if answers[row].ok)
+    return answers
+
+
+def _read_vlm_cache(dataset: Dataset, path: str) -> dict[str, VlmAnswer]:
+    table = _read_cache(dataset, path, _VLM_CACHE_SCHEMA)
+    if table is None:
+        return {}
+    return {
+        row["key"]: VlmAnswer(row["ok"], row["description"], row["answer_json"], row["raw"], row["attempts"], row["error"])
+        for row in table.to_pylist()
+    }
+
+
+def _write_vlm_cache(dataset: Dataset, path: str, answers: dict[str, VlmAnswer]) -> None:
+    rows = [
+        {"key": k, "ok": a.ok, "description": a.description, "answer_json": a.answer_json, "raw": a.raw, "attempts": a.attempts, "error": a.error}
+        for k, a in answers.items()
+    ]
+    _write_cache(dataset, path, pa.Table.from_pylist(rows, schema=_VLM_CACHE_SCHEMA))
+
+
+def _embeddings(
+    dataset: Dataset, shard: str, columns: _Columns, wanted: Sequence[tuple[str, int]], config: AnnotateConfig, stats: ShardStats
+) -> dict[str, np.ndarray]:
+    """Normalised image embeddings per view (one row per shard row; zeros where not wanted), through the cache."""
+    pathway = model_cache.static_pathway(config.clip)
+    path = f"{embedding_cache_folder(dataset, pathway.model_id, pathway.weights_id)}/{shard}.parquet"
+    keys, matrix = _read_embedding_cache(dataset, path)
+    index = {key: i for i, key in enumerate(keys)}
+    hits: list[tuple[str, int, int]] = []
+    todo: list[tuple[str, int]] = []
+    for view, row in wanted:
+        i = index.get((view, columns.episode_id[row], int(columns.step[row])))
+        if i is None:
+            todo.append((view, row))
+        else:
+            hits.append((view, row, i))
+    stats.embedding_cache_hits = len(hits)
+    stats.images_encoded = len(todo)
+    fresh = []
+    for lo in range(0, len(todo), DECODE_CHUNK):
+        chunk = todo[lo : lo + DECODE_CHUNK]
+        images = [decode_image(columns.bev[row] if view == "bev" else columns.camera[row]) for view, row in chunk]
+        fresh.append(np.asarray(pathway.encode_images(images), dtype=np.float32))
+    if todo:
+        encoded = np.concatenate(fresh)
+        keys = keys + [(view, columns.episode_id[row], int(columns.step[row])) for view, row in todo]
+        matrix = np.concatenate([matrix, encoded]) if len(matrix) else encoded
+        _write_embedding_cache(dataset, path, keys, matrix)
+    base = len(keys) - len(todo)
+    dim = matrix.shape[1] if len(matrix) else 0
+    out = {view: np.zeros((len(columns), dim), dtype=np.float32) for view in ("bev", "camera")}
+    for view, row, i in hits:
+        out[view][row] = matrix[i]
+    for j, (view, row) in enumerate(todo):
+        out[view][row] = matrix[base + j]
+    return out
+
+
+def _read_embedding_cache(dataset: Dataset, path: str) -> tuple[list[tuple[str, str, int]], np.ndarray]:
+    table = _read_cache(dataset, path, _EMBEDDING_CACHE_SCHEMA)
+    if table is None or table.num_rows == 0:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    keys = list(zip(table.column("view").to_pylist(), table.column("episode_id").to_pylist(), table.column("step").to_pylist()))
+    flat = table.column("embedding").combine_chunks()
+    matrix = flat.flatten().to_numpy().reshape(table.num_rows, -1)
+    return keys, matrix.astype(np.float32, copy=False)
+
+
+def _write_embedding_cache(dataset: Dataset, path: str, keys: list[tuple[str, str, int]], matrix: np.ndarray) -> None:
+    dim = matrix.shape[1]
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), dim)
+    table = pa.table(
+        {
+            "episode_id": [k[1] for k in keys],
+            "step": pa.array([k[2] for k in keys], pa.int32()),
+            "view": [k[0] for k in keys],
+            "embedding": embedding.cast(pa.list_(pa.float32())),
+        },
+        schema=_EMBEDDING_CACHE_SCHEMA,
+    )
+    _write_cache(dataset, path, table)
+
+
+def _dynamic(
+    images: np.ndarray, positive: np.ndarray, answers: list[VlmAnswer | None], described: np.ndarray, config: AnnotateConfig
+) -> np.ndarray:
+    """The dynamic term for frames with a description; 0 elsewhere (see the module docstring)."""
+    r = np.zeros(len(answers), dtype=np.float64)
+    rows = np.flatnonzero(described)
+    if len(rows) == 0:
+        return r
+    texts = sorted({answers[i].description for i in rows})
+    embedded = dict(zip(texts, model_cache.static_pathway(config.clip).encode_texts(texts)))
+    p = config.prompts
+    for i in rows:
+        r[i] = p.alpha_dynamic * float(images[i] @ positive) - p.beta_dynamic * float(images[i] @ embedded[answers[i].description])
+    return r
+
+
+def _answer_json(answer: VlmAnswer | None) -> str | None:
+    """The validated answer; for a failed one a JSON record of why, with the model's raw text."""
+    if answer is None:
+        return None
+    if answer.ok:
+        return answer.answer_json
+    return json.dumps({"error": answer.error, "raw": answer.raw, "attempts": answer.attempts, "transient": answer.transient})
+
+
+def _read_cache(dataset: Dataset, path: str, schema: pa.Schema) -> pa.Table | None:
+    """A cache file, or None when absent, unreadable or of another layout (it is then rebuilt)."""
+    if not dataset.fs.exists(path):
+        return None
+    try:
+        with dataset.fs.open(path, "rb") as f:
+            table = pq.read_table(f)
+        return table.select(schema.names).cast(schema)
+    except (pa.ArrowException, OSError, KeyError, ValueError):
+        return None
+
+
+def _write_cache(dataset: Dataset, path: str, table: pa.Table) -> None:
+    atomic_write(dataset.fs, path, lambda f: pq.write_table(table, f, compression="zstd"))
+
+
+def embedding_cache_folder(dataset: Dataset, model_id: str, weights_id: str) -> str:
+    """``cache/clip_image/<model_id>-<weights_id>``, keeping the characters a cache key allows."""
+    key = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{model_id}-{weights_id}").lstrip("._-")
+    return dataset.cache_path("clip_image", key[:128] or "model")
+
+
+def vlm_cache_folder(dataset: Dataset, config: AnnotateConfig) -> str:
+    """``cache/vlm/<settings_id>``: answers reusable by any backend asking the same model the same way."""
+    return dataset.cache_path("vlm", settings_id(config.vlm))
