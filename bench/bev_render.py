@@ -1,6 +1,6 @@
 """BEV rasteriser throughput on real SUMO scenes, against drawing the map from scratch every frame.
 
-    python bench/bev_render.py [--frames 2000] [--size 128]
+    python -m bench.bev_render [--frames 2000] [--size 128]
 
 Scenes come from a SUMO episode on the bundled town (driven along its route by a simple controller), so the
 agent and traffic-light counts are the collector's. Prints frames/s of the cached rasteriser, of rasterising
