@@ -3,13 +3,14 @@
 open_clip preprocesses one PIL image at a time (resize, centre crop, to tensor, normalise). On a GPU that
 per-image CPU work costs more than the CLIP forward itself, so this module reproduces the same arithmetic on
 batched tensors: the resize replays Pillow's fixed-point resampling (same filter coefficients, same 22-bit
-rounding, horizontal pass then vertical, each clipped to uint8), so its output is bit-identical to
+rounding, two separable passes each clipped to uint8), so its output is bit-identical to
 ``preprocess(PIL.Image.fromarray(frame))``. Only the output pixels that survive the centre crop are computed.
 Configurations this path does not cover fall back to open_clip's own per-image transform.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from functools import lru_cache
@@ -17,6 +18,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 #: Pillow's fixed-point precision for 8-bit resampling (src/libImaging/Resample.c).
 _PRECISION_BITS = 32 - 8 - 2
@@ -95,8 +98,11 @@ def _shortest_edge_size(height: int, width: int, size: int) -> tuple[int, int]:
 class ClipImageTransform:
     """open_clip's eval preprocessing for batches of equal-sized HxWx3 uint8 RGB frames.
 
-    ``preprocess_cfg`` is ``model.visual.preprocess_cfg``; ``fallback`` is open_clip's PIL transform, used
-    per image where the batched path does not apply (``longest`` resize, non-square shortest-edge targets).
+    ``preprocess_cfg`` is ``model.visual.preprocess_cfg``; ``fallback`` is open_clip's PIL transform. Pillow
+    picks the order of its two passes by a cost heuristic that changes between releases, so for each input
+    size the order is calibrated once against ``fallback`` on a noise frame (which tells the orders apart);
+    if neither order reproduces it bit for bit, or the configuration is one this path does not cover
+    (``longest`` resize, non-square shortest-edge targets), frames of that size go through ``fallback``.
     """
 
     def __init__(self, preprocess_cfg: Mapping, fallback: Callable[[Image.Image], torch.Tensor]) -> None:
@@ -112,12 +118,33 @@ class ClipImageTransform:
         self.fallback = fallback
         square = self.size[0] == self.size[1]
         self.batched = self.resize_mode == "squash" or (self.resize_mode == "shortest" and square)
+        self._orders: dict[tuple[int, int], str | None] = {}
 
     def __call__(self, frames: np.ndarray, device: torch.device) -> torch.Tensor:
         """``(N, H, W, 3)`` uint8 → ``(N, 3, h, w)`` float32 on ``device``, normalised for the model."""
-        if not self.batched:
-            return torch.stack([self.fallback(Image.fromarray(frame)) for frame in frames]).to(device)
+        order = self.pass_order(frames.shape[1], frames.shape[2])
+        if order is None:
+            return self._fallback(frames).to(device)
         pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(device, non_blocking=True)
+        return self._batched(pixels, order)
+
+    def pass_order(self, height: int, width: int) -> str | None:
+        """``hv`` or ``vh``: the resampling pass order that reproduces Pillow for this input size; None: fallback."""
+        if not self.batched:
+            return None
+        if (height, width) not in self._orders:
+            probe = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
+            expected = self._fallback(probe)
+            matching = [o for o in ("hv", "vh") if torch.equal(self._batched(torch.from_numpy(probe), o), expected)]
+            if not matching:
+                log.warning("batched CLIP preprocessing differs from Pillow on %dx%d frames; using PIL", height, width)
+            self._orders[(height, width)] = matching[0] if matching else None
+        return self._orders[(height, width)]
+
+    def _fallback(self, frames: np.ndarray) -> torch.Tensor:
+        return torch.stack([self.fallback(Image.fromarray(frame)) for frame in frames])
+
+    def _batched(self, pixels: torch.Tensor, order: str) -> torch.Tensor:
         pixels = pixels.permute(0, 3, 1, 2)
         height, width = pixels.shape[-2:]
         out_h, out_w = self.size
@@ -126,20 +153,18 @@ class ClipImageTransform:
         else:
             new_h, new_w = _shortest_edge_size(height, width, out_h)
             top, left = int(round((new_h - out_h) / 2.0)), int(round((new_w - out_w) / 2.0))
-        if new_w != width or new_h != height:
-            pixels = pixels.to(torch.int64)
-            if new_w != width:
-                index, weight = resample_taps(width, new_w, self.interpolation)
-                pixels = _resample(pixels, index[left : left + out_w], weight[left : left + out_w], dim=-1)
+        passes = {
+            "h": (width, new_w, left, out_w, -1),
+            "v": (height, new_h, top, out_h, -2),
+        }
+        for axis in order:
+            in_size, new_size, start, length, dim = passes[axis]
+            if new_size == in_size:
+                pixels = pixels.narrow(dim, start, length)
             else:
-                pixels = pixels[..., left : left + out_w]
-            if new_h != height:
-                index, weight = resample_taps(height, new_h, self.interpolation)
-                pixels = _resample(pixels, index[top : top + out_h], weight[top : top + out_h], dim=-2)
-            else:
-                pixels = pixels[..., top : top + out_h, :]
-        else:
-            pixels = pixels[..., top : top + out_h, left : left + out_w]
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=device).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=device).view(-1, 1, 1)
+                index, weight = resample_taps(in_size, new_size, self.interpolation)
+                crop = slice(start, start + length)
+                pixels = _resample(pixels.to(torch.int64), index[crop], weight[crop], dim)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=pixels.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=pixels.device).view(-1, 1, 1)
         return pixels.to(torch.float32).div(255).sub(mean).div(std)

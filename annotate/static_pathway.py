@@ -211,6 +211,8 @@ def _download_tag(config: ClipConfig, tag_cfg: dict) -> str:
         return cached
     host = urlparse(_tag_endpoint(tag_cfg)).hostname or ""
     what = f"open_clip weights '{config.pretrained}' for {config.model}"
+    if tag_cfg.get("hf_hub") and _hf_offline():
+        raise WeightsError(f"cannot download {what}: HF_HUB_OFFLINE is set and they are not cached; {_OFFLINE_ADVICE}")
     if not host_reachable(host):
         raise WeightsError(f"cannot download {what}: {host} is unreachable; {_OFFLINE_ADVICE}")
     try:
@@ -225,6 +227,12 @@ def _tag_endpoint(tag_cfg: dict) -> str:
 
         return constants.ENDPOINT
     return tag_cfg.get("url", "")
+
+
+def _hf_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def _cached_tag_file(tag_cfg: dict) -> str | None:

@@ -1,0 +1,151 @@
+"""CLIP static pathway: real open_clip code with seeded random weights, checked against open_clip directly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from model_fixtures import TINY_CLIP_MODEL
+from PIL import Image
+from safetensors.torch import save_file
+
+from annotate.model_weights import WeightsError, file_digest, host_reachable
+from annotate.static_pathway import ClipConfig, StaticPathway, _cached_tag_file
+
+PROMPTS = ["The road is clear with no car accidents", "Two cars have collided with each other on the road"]
+
+
+def bev_frames(count: int, size: int = 128, seed: int = 0) -> list[np.ndarray]:
+    """BEV-like frames: dark background, a grey road, a few coloured boxes for vehicles."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        frame = np.full((size, size, 3), 20, dtype=np.uint8)
+        frame[:, size // 3 : 2 * size // 3] = 90
+        for _ in range(int(rng.integers(1, 5))):
+            y, x = rng.integers(0, size - 12, 2)
+            frame[y : y + 12, x : x + 6] = rng.integers(0, 256, 3)
+        out.append(frame)
+    return out
+
+
+def reference_embeddings(model, preprocess, tokenizer, images, texts):
+    """What open_clip computes one image at a time through PIL, normalised as CLIP scores are."""
+    with torch.no_grad():
+        pixels = torch.stack([preprocess(Image.fromarray(image)) for image in images])
+        image = model.encode_image(pixels)
+        text = model.encode_text(tokenizer(texts))
+    return (image / image.norm(dim=-1, keepdim=True)).numpy(), (text / text.norm(dim=-1, keepdim=True)).numpy()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"precision": "fp8"}, "clip.precision"),
+        ({"batch_size": 0}, "clip.batch_size"),
+        ({"device": "toaster"}, "clip.device"),
+        ({"pretrained": ""}, "clip.pretrained"),
+        ({"model": ""}, "clip.model"),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_option(kwargs, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        ClipConfig(**kwargs)
+
+
+def test_scores_equal_open_clip_computed_directly(tiny_clip):
+    """Same seed, same architecture, built by open_clip here: cosine scores agree with the pathway's."""
+    # camera-sized frames interleaved with BEV frames: the pathway groups by shape and must keep input order
+    camera = [np.asarray(Image.fromarray(f).resize((320, 180))) for f in bev_frames(3, seed=5)]
+    images = bev_frames(6)
+    images[1:1] = camera[:2]
+    images.append(camera[2])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model, _, preprocess = open_clip.create_model_and_transforms(TINY_CLIP_MODEL)
+    model.eval()
+    ref_images, ref_texts = reference_embeddings(
+        model, preprocess, open_clip.get_tokenizer(TINY_CLIP_MODEL), images, PROMPTS
+    )
+
+    ours_images = tiny_clip.encode_images(images)
+    ours_texts = tiny_clip.encode_texts(PROMPTS)
+
+    assert ours_images.dtype == np.float32 and ours_images.shape == (len(images), tiny_clip.embed_dim)
+    np.testing.assert_allclose(np.linalg.norm(ours_images, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(ours_images @ ours_texts.T, ref_images @ ref_texts.T, atol=1e-5)
+    np.testing.assert_allclose(ours_images, ref_images, atol=1e-5)
+    # the scores are not degenerate: frames differ from each other
+    assert np.ptp(ours_images @ ours_texts[0]) > 1e-3
+
+
+def test_counts_image_encoder_work_and_text_encoding_does_not(tiny_clip):
+    calls, images = tiny_clip.image_forward_calls, tiny_clip.images_encoded
+    tiny_clip.encode_texts(PROMPTS + ["a third goal"])
+    assert (tiny_clip.image_forward_calls, tiny_clip.images_encoded) == (calls, images)
+
+    tiny_clip.encode_images(bev_frames(9))  # batch_size 4: 3 forward calls
+    assert (tiny_clip.image_forward_calls, tiny_clip.images_encoded) == (calls + 3, images + 9)
+
+
+def test_empty_inputs_and_bad_frames(tiny_clip):
+    assert tiny_clip.encode_images([]).shape == (0, tiny_clip.embed_dim)
+    assert tiny_clip.encode_texts([]).shape == (0, tiny_clip.embed_dim)
+    with pytest.raises(ValueError, match="image 1 must be HxWx3 uint8"):
+        tiny_clip.encode_images([bev_frames(1)[0], np.zeros((8, 8, 4), np.uint8)])
+    with pytest.raises(ValueError, match="image 0 must be HxWx3 uint8"):
+        tiny_clip.encode_images([np.zeros((8, 8, 3), np.float32)])
+
+
+def test_random_weights_are_reproducible_and_seeded(tiny_clip, tiny_clip_config):
+    frames = bev_frames(3, seed=11)
+    again = StaticPathway(tiny_clip_config)
+    other = StaticPathway(replace(tiny_clip_config, seed=1))
+
+    assert tiny_clip.model_id == again.model_id == TINY_CLIP_MODEL
+    assert tiny_clip.weights_id == again.weights_id == "random-seed0"
+    assert other.weights_id == "random-seed1"
+    np.testing.assert_array_equal(again.encode_images(frames), tiny_clip.encode_images(frames))
+    assert not np.allclose(other.encode_images(frames), tiny_clip.encode_images(frames), atol=1e-3)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_checkpoint_path_reproduces_the_saved_model(tiny_clip, tiny_clip_config, tmp_path, suffix):
+    path = tmp_path / f"clip{suffix}"
+    state = {name: tensor.contiguous() for name, tensor in tiny_clip.model.state_dict().items()}
+    if suffix == ".pt":
+        torch.save(state, path)
+    else:
+        save_file(state, str(path))
+    config = replace(tiny_clip_config, pretrained=str(path))
+
+    loaded = StaticPathway(config)
+    frames = bev_frames(4, seed=3)
+
+    assert loaded.weights_id == file_digest(path)
+    assert loaded.weights_id.startswith("sha256-") and len(loaded.weights_id) == len("sha256-") + 16
+    np.testing.assert_array_equal(loaded.encode_images(frames), tiny_clip.encode_images(frames))
+    np.testing.assert_array_equal(loaded.encode_texts(PROMPTS), tiny_clip.encode_texts(PROMPTS))
+
+
+def test_missing_checkpoint_and_unknown_tag_name_the_problem(tmp_path):
+    with pytest.raises(WeightsError, match=r"CLIP checkpoint not found: .*missing\.safetensors"):
+        StaticPathway(ClipConfig(model=TINY_CLIP_MODEL, pretrained=str(tmp_path / "missing.safetensors")))
+    with pytest.raises(WeightsError, match=r"'laion9000' is neither a pretrained tag of ViT-B-32 \(known: .*openai"):
+        StaticPathway(ClipConfig(model="ViT-B-32", pretrained="laion9000"))
+    with pytest.raises(ValueError, match="unknown open_clip model 'ViT-Q-99'"):
+        StaticPathway(ClipConfig(model="ViT-Q-99", pretrained="none"))
+
+
+def test_pretrained_tag_offline_fails_fast_with_checkpoint_advice():
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE and host_reachable("huggingface.co"):
+        pytest.skip("this machine reaches huggingface.co: the offline error path cannot be exercised")
+    if _cached_tag_file(open_clip.get_pretrained_cfg("ViT-B-32", "openai")):
+        pytest.skip("ViT-B-32 'openai' weights are in the local download cache: nothing to fail on")
+    with pytest.raises(WeightsError, match=r"cannot download open_clip weights 'openai' for ViT-B-32.*--clip-checkpoint"):
+        StaticPathway(ClipConfig(model="ViT-B-32", pretrained="openai", device="cpu"))
