@@ -63,12 +63,21 @@ def episode_agents(steps: int, crossing: range) -> list[list[dict]]:
 
 
 def raw_episode(
-    episode_id: str, steps: int, seed: int, crossing: range, camera_frames: list[np.ndarray] | None = None, collision_at: int | None = None
+    episode_id: str,
+    steps: int,
+    seed: int,
+    crossing: range = range(0),
+    camera_frames: list[np.ndarray] | None = None,
+    collision_at: int | None = None,
+    agents: list[list[dict]] | None = None,
 ) -> pa.Table:
-    """One episode; ``camera_frames`` (one per step) fill the camera column, which is null otherwise."""
+    """One episode; ``camera_frames`` (one per step) fill the camera column, which is null otherwise.
+
+    ``agents`` (one list per step) replaces the default scene of :func:`episode_agents`.
+    """
     rng = np.random.default_rng(seed)
     camera = camera_frames is not None
-    agents = episode_agents(steps, crossing)
+    agents = agents if agents is not None else episode_agents(steps, crossing)
     frames = [bev_frame(t + seed, a) for t, a in enumerate(agents)]
     last = [False] * (steps - 1) + [True]
     collision = [t == collision_at for t in range(steps)]

@@ -1,0 +1,105 @@
+"""The shard task: labels checked against an independent computation, the image-embedding cache, idempotence."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from annotate import model_cache
+from annotate.label_set import ModelIds, build_spec, prepare
+from annotate.reward import synthesize
+from annotate.shard_task import ShardTask, annotate_shard, embedding_cache_folder
+from annotate_fixtures import fast_config, make_dataset
+from data_schema import Dataset, decode_image
+
+NEW_PROMPTS = ("prompts.positive=An empty road in good weather", "prompts.negative=A pedestrian is hit by a car", "prompts.alpha=0.5")
+
+
+def run_all(dataset: Dataset, name: str, config, force: bool = False):
+    pathway = model_cache.static_pathway(config.clip)
+    labels, h = prepare(dataset, name, build_spec(config, ModelIds(pathway.model_id, pathway.weights_id, None)), replace=False)
+    stats = [annotate_shard(ShardTask(dataset.url, shard, name, h, config, force)) for shard in dataset.shards()]
+    return labels, stats
+
+
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory):
+    """A dataset labelled once from scratch with the default prompts; tests work on copies."""
+    dataset = make_dataset(str(tmp_path_factory.mktemp("cold") / "ds"), shards=2, episodes_per_shard=2, steps=6)
+    labels, stats = run_all(dataset, "base", fast_config())
+    return dataset, labels, stats
+
+
+def copy_of(dataset: Dataset, target, keep_cache: bool = True) -> Dataset:
+    shutil.copytree(dataset.path, target, ignore=None if keep_cache else shutil.ignore_patterns("cache"))
+    return Dataset.open(str(target))
+
+
+def test_labels_match_an_independent_computation(cold):
+    dataset, labels, stats = cold
+    config = fast_config()
+    pathway = model_cache.static_pathway(config.clip)
+    texts = pathway.encode_texts([config.prompts.positive, config.prompts.negative])
+    for shard in dataset.shards():
+        raw = dataset.read_shard(shard)
+        got = labels.read_shard(shard).to_pydict()
+        images = pathway.encode_images([decode_image(b) for b in raw.column("bev").to_pylist()])
+        np.testing.assert_allclose(got["sim_pos"], images @ texts[0], atol=1e-5)
+        np.testing.assert_allclose(got["sim_neg"], images @ texts[1], atol=1e-5)
+        np.testing.assert_allclose(got["r_static"], np.asarray(got["sim_pos"]) - np.asarray(got["sim_neg"]), atol=1e-6)
+        # the fixture's pedestrian crosses 10 m ahead; inside the 3 m corridor (plus its half width) when |y| < 3.25
+        expected_gate = [any(a["kind"] == "pedestrian" and a["x"] == 10.0 and abs(a["y"]) < 3.25 for a in agents) for agents in raw.column("agents").to_pylist()]
+        assert got["gate"] == expected_gate and any(expected_gate) and not all(expected_gate)
+        assert set(got["gate_source"]) == {"scene"} and got["detections"] == [[]] * raw.num_rows
+        assert got["vlm_ok"] == [None] * raw.num_rows and got["r_dynamic"] == [0.0] * raw.num_rows
+        reward = synthesize({**raw.to_pydict(), "r_static": np.asarray(got["r_static"]), "r_dynamic": np.zeros(raw.num_rows)}, config.reward)
+        for name, values in reward.items():
+            np.testing.assert_allclose(got[name], values, atol=1e-6, err_msg=name)
+    assert [s.images_encoded for s in stats] == [12, 12] and sum(s.gate_fn for s in stats) == 0
+
+
+def test_new_prompts_rescore_from_the_cache_without_the_image_encoder_and_match_a_cold_run(cold, tmp_path):
+    dataset, _, _ = cold
+    warm = copy_of(dataset, tmp_path / "warm")
+    config = fast_config(*NEW_PROMPTS)
+    pathway = model_cache.static_pathway(config.clip)
+    batches, encoded = pathway.image_forward_calls, pathway.images_encoded
+    labels, stats = run_all(warm, "new-prompts", config)
+    assert (pathway.image_forward_calls, pathway.images_encoded) == (batches, encoded)
+    assert [s.images_encoded for s in stats] == [0, 0] and [s.embedding_cache_hits for s in stats] == [12, 12]
+
+    fresh = copy_of(dataset, tmp_path / "fresh", keep_cache=False)
+    cold_labels, cold_stats = run_all(fresh, "new-prompts", config)
+    assert [s.images_encoded for s in cold_stats] == [12, 12]
+    for shard in dataset.shards():
+        a, b = labels.read_shard(shard), cold_labels.read_shard(shard)
+        for name in a.column_names:
+            if pa.types.is_floating(a.schema.field(name).type):
+                np.testing.assert_allclose(a.column(name).to_numpy(), b.column(name).to_numpy(), atol=1e-6, err_msg=name)
+            else:
+                assert a.column(name).equals(b.column(name)), name
+
+
+def test_rerun_skips_a_labelled_shard_and_force_rewrites_the_same_labels(cold, tmp_path):
+    dataset = copy_of(cold[0], tmp_path / "ds")
+    config = fast_config()
+    labels, stats = run_all(dataset, "base", config)
+    assert {s.status for s in stats} == {"skipped"}
+    before = labels.read_shard("s00")
+    _, forced = run_all(dataset, "base", config, force=True)
+    assert {s.status for s in forced} == {"done"} and labels.read_shard("s00").equals(before)
+
+
+def test_a_corrupt_embedding_cache_is_rebuilt_not_trusted(cold, tmp_path):
+    dataset = copy_of(cold[0], tmp_path / "ds")
+    config = fast_config()
+    pathway = model_cache.static_pathway(config.clip)
+    cache = f"{embedding_cache_folder(dataset, pathway.model_id, pathway.weights_id)}/s00.parquet"
+    with open(cache, "wb") as f:
+        f.write(b"not parquet")
+    labels, stats = run_all(dataset, "base", config, force=True)
+    assert stats[0].images_encoded == 12 and stats[1].images_encoded == 0
+    np.testing.assert_allclose(labels.read_shard("s00").column("sim_pos").to_numpy(), cold[1].read_shard("s00").column("sim_pos").to_numpy(), atol=1e-6)
