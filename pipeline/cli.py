@@ -23,3 +23,9 @@ from pipeline.commands.audit import audit, labels  # noqa: E402
 
 main.add_command(audit)
 main.add_command(labels)
+
+from pipeline.commands.train import evaluate, export, train  # noqa: E402
+
+main.add_command(train)
+main.add_command(evaluate)
+main.add_command(export)

@@ -104,3 +104,7 @@ def write_dataset(root: str, shards: dict[str, list[pa.Table]], labelled: set[st
         if labelled is None or shard in labelled:
             labels.write_shard(shard, label_table(raw), LABEL_HASH)
     return ds
+
+
+#: TrainConfig overrides for tiny, fast networks.
+TINY = dict(cnn_channels=(4, 8), feature_size=16, state_units=8, hidden_units=(16,), bev_size=16, batch_size=8, learning_starts=0)

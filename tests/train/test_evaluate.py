@@ -1,0 +1,67 @@
+"""Evaluation metrics on hand-made episodes, where every figure can be worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from train.evaluate import compute_metrics, episode_table, format_table
+
+
+def _episode(eid: str, xs: list[float], speeds: list[float], completion: float, goal_distance: float, collision_at: int | None = None) -> pd.DataFrame:
+    n = len(xs)
+    return pd.DataFrame({
+        "episode_id": eid, "step": range(n), "x": xs, "y": [0.0] * n, "speed": speeds,
+        "collision": [i == collision_at for i in range(n)], "route_completion": [completion * i / (n - 1) for i in range(n)],
+        "distance_to_goal": [goal_distance + (n - 1 - i) for i in range(n)], "is_last": [i == n - 1 for i in range(n)],
+    })  # fmt: skip
+
+
+@pytest.fixture
+def steps() -> pd.DataFrame:
+    # a: reaches the goal (2 m left), 30 m driven at 5 m/s; b: crashes at 10 m/s after 20 m;
+    # c: truncated 9 m from the goal after 10 m; rows are shuffled to show that order does not matter
+    a = _episode("a", [0, 10, 20, 30], [5, 5, 5, 5], 1.0, 2.0)
+    b = _episode("b", [0, 10, 20], [0, 5, 10], 0.4, 30.0, collision_at=2)
+    c = _episode("c", [0, 5, 10], [5, 5, 5], 0.6, 9.0)
+    return pd.concat([a, b, c]).sample(frac=1.0, random_state=0)
+
+
+def test_metrics_by_hand(steps):
+    m = compute_metrics(steps)
+    assert (m.episodes, m.steps) == (3, 3 + 2 + 2)
+    assert m.collision_rate == pytest.approx(1 / 3)
+    assert m.route_completion == pytest.approx((1.0 + 0.4 + 0.6) / 3)
+    assert m.avg_speed_kmh == pytest.approx((20 + 15 + 15) / 10 * 3.6)  # mean over all 10 rows
+    assert m.total_distance_m == pytest.approx(60.0)
+    assert m.collision_speed_kmh == pytest.approx(36.0)
+    assert m.success_rate == pytest.approx(1 / 3)  # only a ends within 5 m of its goal without a collision
+    assert m.collisions_per_km == pytest.approx(1 / 0.06)
+
+
+def test_a_crash_at_the_goal_is_no_success_and_safe_runs_have_no_collision_speed():
+    crash = _episode("x", [0, 4], [3, 3], 1.0, 1.0, collision_at=1)
+    safe = _episode("y", [0, 0], [0, 0], 0.0, 50.0)
+    table = episode_table(pd.concat([crash, safe]))
+    assert table.set_index("episode_id")["success"].to_dict() == {"x": False, "y": False}
+    m = compute_metrics(safe)
+    assert m.collision_speed_kmh is None and m.collisions_per_km is None and m.collision_rate == 0.0
+    assert m.total_distance_m == 0.0
+
+
+def test_partial_episodes_are_refused(steps):
+    with pytest.raises(ValueError, match="episode a: does not end with an is_last row"):
+        compute_metrics(steps[~((steps["episode_id"] == "a") & steps["is_last"])])
+    with pytest.raises(ValueError, match="needs raw column"):
+        compute_metrics(steps.drop(columns=["distance_to_goal"]))
+
+
+def test_table_lists_every_policy(steps):
+    text = format_table({"random": compute_metrics(steps), "expert": compute_metrics(steps[steps["episode_id"] == "a"])})
+    lines = text.splitlines()
+    assert "random" in lines[0] and "expert" in lines[0]
+    collision = next(line for line in lines if line.startswith("collision rate"))
+    assert collision.split()[-2:] == ["33.3%", "0.0%"]
+    assert math.isclose(float(next(line for line in lines if line.startswith("total distance")).split()[-1]), 30.0)

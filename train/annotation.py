@@ -1,0 +1,77 @@
+"""Annotation of newly collected shards in the background, while the trainer keeps collecting.
+
+Each pass is a child process running ``pipeline annotate DATASET --label-set NAME`` with the run's annotate
+options: the same code, settings and label-set rules as a manual run, and nothing of annotate's internals
+imported here. A pass labels every raw shard that has no current label shard yet (annotate skips the rest),
+so shards written while a pass runs are picked up by the next one. Collection never waits for a pass;
+only the end of a run does, so that nothing it collected stays unlabelled.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+
+class BackgroundAnnotation:
+    """At most one ``pipeline annotate`` pass at a time; its output goes to ``log_path``."""
+
+    def __init__(self, dataset: str, label_set: str, annotate_args: Sequence[str], log_path: str | Path) -> None:
+        args = list(annotate_args)
+        if not {"--workers", "--scheduler"} & {a.split("=")[0] for a in args}:
+            args += ["--workers", "1"]  # one model-loading worker per pass unless told otherwise: training shares the machine
+        self.command = [sys.executable, "-m", "pipeline", "annotate", dataset, "--label-set", label_set, *args]
+        self.log_path = Path(log_path)
+        self._process: subprocess.Popen | None = None
+        self.passes = 0
+        self.failures = 0
+        self.started_at = 0.0  # wall time when the current (or last) pass started
+
+    @property
+    def running(self) -> bool:
+        return self._reap()
+
+    def _reap(self) -> bool:
+        """Whether a pass is running; a finished one is forgotten, and counted if it failed."""
+        if self._process is None:
+            return False
+        code = self._process.poll()
+        if code is None:
+            return True
+        if code != 0:
+            self.failures += 1
+        self._process = None
+        return False
+
+    def start(self) -> bool:
+        """Start a pass unless one is running; returns whether one was started."""
+        if self.running:
+            return False
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as log:
+            log.write(f"\n=== pass {self.passes + 1}: {' '.join(self.command)}\n")
+            log.flush()
+            self._process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.passes += 1
+        self.started_at = time.time()
+        return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the running pass (if any) to end; a failed pass is counted, its log kept."""
+        if self._process is not None:
+            self._process.wait(timeout=timeout)
+            self._reap()
+
+    def stop(self) -> None:
+        """End a running pass (the run is failing); annotate writes atomically, so nothing half-done remains."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None

@@ -1,0 +1,127 @@
+"""A training run on disk: its settings, its progress and its checkpoints, each written atomically.
+
+::
+
+    RUN_DIR/run.json                 dataset, label set, mode, run id, reward source, TrainConfig (fixed at the start)
+    RUN_DIR/state.json               progress at the last checkpoint (RunState) and the checkpoint it belongs to
+    RUN_DIR/checkpoints/round-K.d3   d3rlpy checkpoint (networks + optimisers); the newest two are kept
+    RUN_DIR/metrics.csv, RUN_DIR/tb/ one row per round (see train.metrics_log)
+
+``state.json`` is written after its checkpoint, so it never names a file that is not complete. A killed run
+resumes from the last ``state.json``: the buffer is rebuilt from the shards it lists as consumed, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from train.config import TrainConfig
+
+KEEP_CHECKPOINTS = 2
+
+
+@dataclass
+class RunState:
+    """Progress of a run; what a resumed run needs besides the networks."""
+
+    round: int = 0  # rounds completed (online), or checkpoints written (offline)
+    grad_steps: int = 0
+    env_steps: int = 0  # environment steps collected by this run
+    episodes: int = 0  # episodes collected by this run: the next episode index
+    consumed: list[str] = field(default_factory=list)  # shards whose transitions entered the buffer, in order
+    checkpoint: str = ""  # file name under checkpoints/
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run trains on and how; fixed when the run starts."""
+
+    dataset: str
+    label_set: str
+    mode: str  # online | offline
+    config: TrainConfig
+    run_id: str = ""  # online: names this run's episodes and shards in the dataset
+    reward_from_components: bool = False  # recompute rewards from stored label components ...
+    reward_overrides: dict[str, Any] = field(default_factory=dict)  # ... with these RewardConfig values changed
+    annotate_args: tuple[str, ...] = ()  # online: extra `pipeline annotate` options (--config, --set)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["config"] = self.config.to_dict()
+        out["annotate_args"] = list(self.annotate_args)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunSpec":
+        values = dict(values)
+        values["config"] = TrainConfig.from_dict(values["config"])
+        values["annotate_args"] = tuple(values.get("annotate_args", ()))
+        return cls(**values)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def exists(self) -> bool:
+        return (self.path / "run.json").is_file()
+
+    def spec(self) -> RunSpec:
+        path = self.path / "run.json"
+        try:
+            return RunSpec.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: not found; is {self.path} a run directory written by `pipeline train`?") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: not a valid run spec ({e})") from e
+
+    def write_spec(self, spec: RunSpec) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path / "run.json", json.dumps(spec.to_dict(), indent=2, sort_keys=True))
+
+    def state(self) -> RunState | None:
+        """The state at the last checkpoint, or None before the first one."""
+        path = self.path / "state.json"
+        if not path.is_file():
+            return None
+        try:
+            return RunState(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ValueError(f"{path}: not a valid run state ({e})") from e
+
+    def latest_checkpoint(self) -> Path:
+        state = self.state()
+        if state is None or not state.checkpoint:
+            raise FileNotFoundError(f"{self.path}: no checkpoint yet (state.json is written after the first round)")
+        return self.checkpoints / state.checkpoint
+
+    def commit(self, state: RunState, save: Any) -> None:
+        """Write a checkpoint with ``save(path)``, then the state naming it; prune older checkpoints."""
+        name = f"round-{state.round:06d}.d3"
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        save(self.checkpoints / name)
+        state.checkpoint = name
+        atomic_write_text(self.path / "state.json", json.dumps(asdict(state), indent=2))
+        for old in sorted(self.checkpoints.glob("round-*.d3"))[:-KEEP_CHECKPOINTS]:
+            old.unlink()
