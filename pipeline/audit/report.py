@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,11 @@ HISTOGRAM_COLUMNS = (
     "f_speed", "f_center", "f_angle", "f_stability",
 )  # fmt: skip
 EVENT_TYPES = ("collision", "off-road", "stuck", "normal")
+#: Thresholds of the report's findings: a saturated semantic score, too few valid VLM answers, a weak gate.
+SATURATED_SHARE = 0.95
+MIN_VALID_SHARE = 0.9
+MIN_RECALL = 0.9
+MIN_PRECISION = 0.5
 #: Steps before a terminal event whose rewards show how the labels saw it coming.
 APPROACH_STEPS = 10
 
@@ -139,7 +145,8 @@ def build_report(dataset: Dataset | str, label_set: str, config: ReportConfig = 
     df = sample.frames
     gate = gate_quality(df)
     vlm = vlm_validity(df)
-    summary = {"frames": len(df), "labelled_frames": sample.labelled_frames, "shards_read": len(sample.shards_read), **gate, **vlm}
+    notes = findings(df, document, gate, vlm) if not df.empty else []
+    summary = {"frames": len(df), "labelled_frames": sample.labelled_frames, "shards_read": len(sample.shards_read), **gate, **vlm, "findings": notes}
     sections = [
         _provenance(ds, label_set, document, sample),
         section("Sample", paragraph(sample.describe(), "note")),
@@ -148,9 +155,10 @@ def build_report(dataset: Dataset | str, label_set: str, config: ReportConfig = 
         sections.append(paragraph("The label set has no labelled frames yet: nothing to audit.", "warn"))
     else:
         sections += [
+            section("Findings", *([paragraph(n, "warn") for n in notes] or [paragraph("Nothing stands out.", "note")])),
             _scores(df),
             _gate(df, gate, sample.detection_classes, sample.truth),
-            _vlm(df, vlm),
+            _vlm(df, vlm, _vlm_enabled(document)),
             _events(df),
             _worst(ds, df, config.worst),
             _timelines(df, config.timelines),
@@ -165,6 +173,34 @@ def write_report(dataset: Dataset | str, label_set: str, out: str, config: Repor
     fs, path = filesystem(out)
     atomic_write_bytes(fs, path, text.encode("utf-8"))
     return summary
+
+
+def findings(df: pd.DataFrame, document: dict[str, Any], gate: dict[str, Any], vlm: dict[str, Any]) -> list[str]:
+    """Plain-language warnings about labels that look wrong: what an auditor should look at first."""
+    notes = []
+    semantic = df["semantic"].to_numpy(float)
+    at_zero, at_one = float(np.mean(semantic <= 0.0)), float(np.mean(semantic >= 1.0))
+    if max(at_zero, at_one) >= SATURATED_SHARE:
+        reward = document.get("spec", {}).get("reward", {})
+        total = df["r_static"].to_numpy(float) + df["r_dynamic"].to_numpy(float)
+        notes.append(
+            f"The semantic score is saturated: {at_zero:.0%} of frames at 0 and {at_one:.0%} at 1. r_static + r_dynamic spans "
+            f"[{total.min():.4g}, {total.max():.4g}] against theta [{reward.get('theta_min', '?')}, {reward.get('theta_max', '?')}], "
+            "so the desired speed carries no information: check the CLIP weights, the prompts and the theta range."
+        )
+    if not _vlm_enabled(document):
+        notes.append("The VLM pathway is off in this label set (vlm.enabled false): gated frames get no description and r_dynamic is 0.")
+    elif not math.isnan(vlm["vlm_valid_share"]) and vlm["vlm_valid_share"] < MIN_VALID_SHARE:
+        notes.append(f"Only {vlm['vlm_valid_share']:.0%} of the VLM's answers were valid ({vlm['vlm_invalid']} invalid): see the raw texts below.")
+    if gate["critical"] and gate["recall"] < MIN_RECALL:
+        notes.append(f"The gate missed {gate['missed']} of {gate['critical']} frames with a critical road user in the corridor (recall {gate['recall']:.0%}).")
+    if gate["gated"] and gate["precision"] < MIN_PRECISION:
+        notes.append(f"{gate['false_positives']} of {gate['gated']} gated frames had no critical road user in the corridor (precision {gate['precision']:.0%}).")
+    return notes
+
+
+def _vlm_enabled(document: dict[str, Any]) -> bool:
+    return bool(document.get("spec", {}).get("vlm", {}).get("enabled", True))
 
 
 def gate_quality(df: pd.DataFrame) -> dict[str, Any]:
@@ -275,7 +311,9 @@ def _gate(df: pd.DataFrame, quality: dict[str, Any], classes: dict[str, int], tr
     return section("Gate", *parts)
 
 
-def _vlm(df: pd.DataFrame, validity: dict[str, Any]) -> str:
+def _vlm(df: pd.DataFrame, validity: dict[str, Any], enabled: bool) -> str:
+    if not enabled:
+        return section("VLM answers", paragraph("The VLM pathway is off in this label set: there are no answers to audit.", "note"))
     counts = pd.DataFrame(
         [
             ("valid answers", validity["vlm_valid"]),

@@ -53,6 +53,8 @@ def audit(
         f"gate share {summary['gate_share']:.3f}, recall {summary['recall']:.3f}, precision {summary['precision']:.3f}\n"
         f"VLM answers valid {summary['vlm_valid']}, invalid {summary['vlm_invalid']}, missing {summary['vlm_missing']}"
     )
+    for note in summary["findings"]:
+        click.echo(f"finding: {note}")
 
 
 @click.group("labels")

@@ -15,7 +15,7 @@ from PIL import Image
 
 from data_schema import Dataset
 from pipeline.audit.config import ReportConfig
-from pipeline.audit.report import build_report, write_report
+from pipeline.audit.report import build_report, findings, gate_quality, sample_frames, vlm_validity, write_report
 
 ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "audit_report.png"
 APT_HINT = "headless Chromium is not installed; on Debian/Ubuntu: apt-get update && apt-get install -y chromium"
@@ -44,7 +44,7 @@ def test_report_figures_match_the_planted_labels(report: tuple[str, dict]) -> No
     # answers on gated frames at steps divisible by 4 are invalid: step 20 of ep002 and ep004 (ep000's is missed)
     assert (summary["vlm_valid"], summary["vlm_invalid"], summary["vlm_missing"]) == (18, 2, 0)
     assert summary["frames"] == summary["labelled_frames"] == 240
-    for heading in ("Provenance", "Sample", "Scores", "Gate", "VLM answers", "Reward by event type", "Lowest-scored frames", "Episode timelines"):
+    for heading in ("Provenance", "Sample", "Findings", "Scores", "Gate", "VLM answers", "Reward by event type", "Lowest-scored frames", "Episode timelines"):
         assert f"<h2>{heading}</h2>" in text
     assert "a1a1a1a1a1a1a1a1" in text and "0.1.0+gtest" in text and "All 240 labelled frames" in text
     assert "20 m ahead and 2 m either side" in text  # the corridor of the label set's gate settings
@@ -96,3 +96,17 @@ def test_report_renders_in_headless_chromium_without_errors(report: tuple[str, d
     with Image.open(ARTIFACT) as shot:
         assert shot.height > 3000 and len(np.unique(np.asarray(shot.convert("L").resize((64, 256))))) > 20  # not blank
     print(f"report screenshot: {ARTIFACT}")
+
+
+def test_findings_flag_saturated_scores_a_disabled_vlm_and_a_weak_gate(audit_dataset: Dataset) -> None:
+    sample = sample_frames(audit_dataset, "clg-v1", ReportConfig(), progress=False)
+    document = audit_dataset.label_set("clg-v1").spec()
+    df = sample.frames
+    assert findings(df, document, gate_quality(df), vlm_validity(df)) == []  # the planted dataset is healthy
+    broken = df.assign(semantic=0.0, gate=False)
+    off = {**document, "spec": {**document["spec"], "vlm": {"enabled": False}}}
+    notes = findings(broken, off, gate_quality(broken), vlm_validity(broken))
+    assert len(notes) == 3
+    assert notes[0].startswith("The semantic score is saturated: 100% of frames at 0")
+    assert "VLM pathway is off" in notes[1]
+    assert notes[2].startswith("The gate missed 21 of 21 frames")
