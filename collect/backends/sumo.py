@@ -26,6 +26,7 @@ DEFAULT_NET = Path(__file__).resolve().parent.parent / "town" / "town.net.xml"
 EGO = "ego"
 _VARS = [tc.VAR_POSITION, tc.VAR_ANGLE, tc.VAR_SPEED, tc.VAR_TYPE]
 _KIND_BY_CLASS = {"bicycle": "cyclist", "motorcycle": "motorcycle", "moped": "motorcycle", "pedestrian": "pedestrian"}
+_SUMO_TOLERANCE = 0.25  # m, how far apart two footprints may be for a SUMO collision report to count
 _LIGHT = {"G": "g", "g": "g", "y": "y", "Y": "y", "o": "g", "O": "g"}  # anything else (r, R, u, s) is red
 
 
@@ -41,6 +42,10 @@ class SumoConfig:
     cyclists: int = 4
     pedestrians: int = 30
     crossing_fraction: float = 0.5  # share of pedestrians sent across a street of the ego's route
+    # SUMO's willingness of pedestrians to cross an unprioritised crossing while a car approaches that could
+    # still brake. Above 0 it also keeps them from waiting forever for the ego: SUMO treats the teleported
+    # ego as approaching the crossing even when it stands still, and without impatience both sides wait.
+    pedestrian_impatience: float = 0.5
     route_min_m: float = 150.0
     route_max_m: float = 450.0
     min_turns: int = 1
@@ -57,8 +62,9 @@ class SumoConfig:
         for name in ("cars", "motorcycles", "cyclists", "pedestrians", "min_turns"):
             if getattr(self, name) < 0:
                 raise ValueError(f"SumoConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.crossing_fraction <= 1.0:
-            raise ValueError(f"SumoConfig.crossing_fraction must be in [0, 1], got {self.crossing_fraction}")
+        for name in ("crossing_fraction", "pedestrian_impatience"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"SumoConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if not 20.0 <= self.route_min_m <= self.route_max_m:
             raise ValueError(
                 f"SumoConfig.route_min_m/route_max_m must satisfy 20 <= min <= max, got {self.route_min_m}, {self.route_max_m}"
@@ -127,6 +133,7 @@ class SumoBackend:
         self._progress = 0.0
         self._tls: tuple[str, ...] = tuple(sorted({s.tl for s in self.net.stop_lines}))
         self._route_next: dict[str, str] = {}
+        self._agent_ids: tuple[str, ...] = ()
 
     # ---- episode set-up -------------------------------------------------------------------------------
 
@@ -194,6 +201,7 @@ class SumoBackend:
         libsumo.vehicletype.setLength("moto", 2.2)
         libsumo.vehicletype.setWidth("moto", 0.9)
         libsumo.vehicletype.setMinGap("moto", 1.5)
+        libsumo.vehicletype.setImpatience("DEFAULT_PEDTYPE", self.config.pedestrian_impatience)
         self._types = {}
 
     def _kind(self, type_id: str) -> tuple[str, float, float]:
@@ -308,17 +316,20 @@ class SumoBackend:
         return self._observe(events, agents)
 
     def _agents(self) -> tuple[Agent, ...]:
-        out = []
+        """Agents within ``agent_radius`` of the ego (ids kept in ``_agent_ids``, same order)."""
+        out, ids = [], []
         results = libsumo.vehicle.getContextSubscriptionResults(EGO)
         for oid in sorted(results):
             if oid == EGO:
                 continue
+            ids.append(oid)
             v = results[oid]
             kind, length, width = self._kind(v[tc.VAR_TYPE]) if not oid.startswith("p") else self._person_kind(v[tc.VAR_TYPE])
             yaw = sumo_angle_to_yaw(v[tc.VAR_ANGLE])
             x, y = v[tc.VAR_POSITION]
             # SUMO positions are the front of the agent; the scene wants the centre
             out.append(Agent(kind, x - math.cos(yaw) * length / 2, y - math.sin(yaw) * length / 2, yaw, v[tc.VAR_SPEED], length, width))
+        self._agent_ids = tuple(ids)
         return tuple(out)
 
     def _person_kind(self, type_id: str) -> tuple[str, float, float]:
@@ -328,22 +339,30 @@ class SumoBackend:
         return self._types[key]
 
     def _collision(self, agents: tuple[Agent, ...]) -> str | None:
-        """Kind of agent the ego collided with: SUMO's report first, else a footprint overlap check."""
+        """Kind of agent whose footprint overlaps the ego's, or None.
+
+        SUMO's own collision report is not trusted for the ego as is: SUMO bends a vehicle's outline along the
+        lane it is mapped to, so in junctions the teleported ego gets a shape it does not have (false reports
+        against cars waiting beside it), and off its lanes (sidewalks, verges) SUMO does not check it at all.
+        The footprints here are the ego's true pose and each agent's SUMO pose, so the overlap test is the
+        decision; a SUMO report counts when the two footprints are within ``_SUMO_TOLERANCE`` of touching.
+        """
+        e, vp = self._ego, self.config.vehicle
+        reported = set()
         for c in libsumo.simulation.getCollisions():
             if EGO in (c.collider, c.victim):
-                other = c.victim if c.collider == EGO else c.collider
-                if other.startswith("p"):
-                    return "pedestrian"
-                return self._kind(libsumo.vehicle.getTypeID(other))[0] if other in libsumo.vehicle.getIDList() else "vehicle"
-        e, vp = self._ego, self.config.vehicle
-        reach = math.hypot(vp.length, vp.width) / 2
-        mine = None
-        for a in agents:
+                reported.add(c.victim if c.collider == EGO else c.collider)
+        reach = math.hypot(vp.length, vp.width) / 2 + _SUMO_TOLERANCE
+        mine = mine_wide = None
+        for agent_id, a in zip(self._agent_ids, agents):
             if math.hypot(a.x - e.x, a.y - e.y) > reach + math.hypot(a.length, a.width) / 2:
                 continue
             if mine is None:
                 mine = _corners(e.x, e.y, e.yaw, vp.length, vp.width)
+                mine_wide = _corners(e.x, e.y, e.yaw, vp.length + 2 * _SUMO_TOLERANCE, vp.width + 2 * _SUMO_TOLERANCE)
             if boxes_overlap(mine, _corners(a.x, a.y, a.yaw, a.length, a.width)):
+                return a.kind
+            if agent_id in reported and boxes_overlap(mine_wide, _corners(a.x, a.y, a.yaw, a.length, a.width)):
                 return a.kind
         return None
 

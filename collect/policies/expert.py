@@ -13,7 +13,7 @@ import numpy as np
 
 from collect.backend import Observation
 from collect.route import to_ego_frame
-from collect.scene import Scene
+from collect.scene import MapGeometry, Scene
 from collect.vehicle import VehicleParams
 
 _PREDICT_T = np.array([0.0, 0.5, 1.0, 1.5, 2.0])  # s, constant-velocity look-ahead for moving agents
@@ -22,20 +22,21 @@ _PREDICT_T = np.array([0.0, 0.5, 1.0, 1.5, 2.0])  # s, constant-velocity look-ah
 @dataclass(frozen=True)
 class ExpertConfig:
     target_speed: float = 25.0 / 3.6  # m/s (SPEC: 25 km/h)
-    lookahead_min: float = 4.0  # m, pure-pursuit look-ahead at standstill
-    lookahead_gain: float = 0.6  # s, look-ahead grows with speed
+    lookahead_min: float = 2.0  # m, pure-pursuit look-ahead at standstill
+    lookahead_gain: float = 0.4  # s, look-ahead grows with speed
     lookahead_max: float = 12.0
     max_lateral_accel: float = 2.0  # m/s^2, sets the speed through curves
     comfort_decel: float = 3.0  # m/s^2, used to plan stops
     speed_gain: float = 1.0  # (m/s^2) per (m/s) of speed error
     corridor_margin: float = 0.5  # m added to half widths when testing whether an agent is in the path
     stop_gap: float = 3.0  # m bumper-to-bumper distance kept to an obstacle
-    light_margin: float = 1.0  # m between the front bumper and a stop line when stopped
+    light_margin: float = 1.0  # m between the front bumper and a stop line (or crosswalk) when stopped
+    horizon: float = 40.0  # m of route ahead checked for agents, lights and crosswalks
     obey_lights: bool = True
     vehicle: VehicleParams = field(default_factory=VehicleParams)
 
     def __post_init__(self) -> None:
-        for name in ("target_speed", "lookahead_min", "lookahead_max", "max_lateral_accel", "comfort_decel", "speed_gain"):
+        for name in ("target_speed", "lookahead_min", "lookahead_max", "max_lateral_accel", "comfort_decel", "speed_gain", "horizon"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ExpertConfig.{name} must be > 0, got {getattr(self, name)}")
         for name in ("lookahead_gain", "corridor_margin", "stop_gap", "light_margin"):
@@ -69,102 +70,165 @@ class ExpertPolicy:
 
     def __init__(self, config: ExpertConfig | None = None) -> None:
         self.config = config or ExpertConfig()
+        self._crosswalks: tuple[MapGeometry, list[np.ndarray], np.ndarray, np.ndarray] | None = None
 
     def reset(self, seed: int) -> None:
         """The expert is deterministic; the seed is accepted for the Policy protocol."""
 
     def act(self, obs: Observation, bev: np.ndarray | None = None) -> np.ndarray:
-        steer, curvature_ahead = self._steer(obs)
-        v_ref = min(self.config.target_speed, self._curve_speed(curvature_ahead), self._yield_speed(obs))
-        return np.array([steer, self._accel_command(obs.speed, v_ref)], dtype=np.float32)
+        cfg = self.config
+        path, s = self._path(obs)
+        steer = self._steer(obs.speed, path)
+        to_stop = self._stop_distance(obs, path, s) - cfg.vehicle.length / 2
+        v_ref = min(cfg.target_speed, self._curve_speed(path, s), math.sqrt(2 * cfg.comfort_decel * max(to_stop, 0.0)))
+        return np.array([steer, self._accel_command(obs.speed, v_ref, to_stop)], dtype=np.float32)
+
+    def _path(self, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
+        """The route ahead in the ego frame, from the route point beside the ego, every 0.5 m up to the horizon.
+
+        The scene's remaining route is used where the backend gives one (it is finer than the points ahead,
+        whose 4 m chords cut tight corners); otherwise the point beside the ego (from the lateral offset and
+        heading error) followed by the route points ahead.
+        """
+        scene: Scene = obs.scene
+        if len(scene.route) >= 2:
+            route = to_ego_frame(scene.route, scene.ego)
+        else:
+            he, d = obs.route.heading_error, obs.route.lateral_offset
+            route = np.vstack([-d * np.array([math.sin(he), math.cos(he)]), obs.route.ahead])
+        s = _arc(route)
+        keep = np.nonzero(np.diff(s, prepend=-1.0) > 1e-6)[0]
+        route, s = route[keep], s[keep]
+        dense = np.arange(0.0, min(s[-1], self.config.horizon) + 1e-9, 0.5)
+        if len(dense) < 2:
+            dense = np.array([0.0, max(s[-1], 1e-3)])
+        return np.stack([np.interp(dense, s, route[:, 0]), np.interp(dense, s, route[:, 1])], axis=1), dense
 
     # ---- lateral ------------------------------------------------------------------------------------
 
-    def _steer(self, obs: Observation) -> tuple[float, float]:
+    def _steer(self, speed: float, path: np.ndarray) -> float:
+        """Pure pursuit from the rear axle to the path point one look-ahead distance away."""
         cfg, vp = self.config, self.config.vehicle
-        pts = np.asarray(obs.route.ahead, dtype=np.float64) + (vp.wheelbase / 2, 0.0)  # rear-axle frame
-        look = float(np.clip(cfg.lookahead_min + cfg.lookahead_gain * obs.speed, cfg.lookahead_min, cfg.lookahead_max))
+        pts = path + (vp.wheelbase / 2, 0.0)  # rear-axle frame
+        look = float(np.clip(cfg.lookahead_min + cfg.lookahead_gain * speed, cfg.lookahead_min, cfg.lookahead_max))
         dist = np.linalg.norm(pts, axis=1)
-        beyond = np.nonzero(dist >= look)[0]
-        if len(beyond) == 0:
-            target = pts[-1]
-        elif beyond[0] == 0:
-            target = pts[0] * look / dist[0]
+        beyond = np.nonzero((dist >= look) & (pts[:, 0] > 0.0))[0]
+        if len(beyond) == 0 or beyond[0] == 0:
+            target = pts[-1] if len(beyond) == 0 else pts[0]
         else:
             j = beyond[0]
             w = (look - dist[j - 1]) / max(dist[j] - dist[j - 1], 1e-9)
-            target = pts[j - 1] + w * (pts[j] - pts[j - 1])
+            target = pts[j - 1] + float(np.clip(w, 0.0, 1.0)) * (pts[j] - pts[j - 1])
         alpha = math.atan2(target[1], target[0])
         ld = max(float(np.linalg.norm(target)), 1e-3)
         delta = math.atan(2.0 * vp.wheelbase * math.sin(alpha) / ld)
-        # curvature of the route ahead from consecutive headings (points are evenly spaced)
-        # (points past the route's end repeat the goal: their zero-length segments carry no heading)
-        seg = np.diff(np.vstack([[0.0, 0.0], obs.route.ahead]), axis=0)
-        length = np.linalg.norm(seg, axis=1)
-        seg, length = seg[length > 0.5], length[length > 0.5]
-        heading = np.unwrap(np.arctan2(seg[:, 1], seg[:, 0]))
-        curvature = float(np.max(np.abs(np.diff(heading)) / length[1:])) if len(seg) > 1 else 0.0
-        return float(np.clip(delta / vp.max_steer, -1.0, 1.0)), curvature
+        return float(np.clip(delta / vp.max_steer, -1.0, 1.0))
 
-    def _curve_speed(self, curvature: float) -> float:
-        return math.sqrt(self.config.max_lateral_accel / max(curvature, 1e-6))
+    def _curve_speed(self, path: np.ndarray, s: np.ndarray) -> float:
+        """Highest speed from which every curve ahead is reached at its lateral-acceleration limit."""
+        cfg = self.config
+        seg = np.diff(path, axis=0)
+        heading = np.unwrap(np.arctan2(seg[:, 1], seg[:, 0]))
+        window = 6  # 3 m: smooths the kinks where lane polylines meet
+        if len(heading) <= window:
+            return math.inf
+        curvature = np.abs(heading[window:] - heading[:-window]) / (s[window] - s[0])
+        v_curve = np.sqrt(cfg.max_lateral_accel / np.maximum(curvature, 1e-6))
+        return float(np.min(np.sqrt(v_curve**2 + 2.0 * cfg.comfort_decel * s[: len(v_curve)])))
 
     # ---- longitudinal -------------------------------------------------------------------------------
 
-    def _path(self, obs: Observation) -> np.ndarray:
-        """The route ahead in the ego frame, from the ego's front, long enough to plan a stop."""
-        scene: Scene = obs.scene
-        if len(scene.route) >= 2:
-            path = to_ego_frame(scene.route, scene.ego)
-        else:
-            path = np.asarray(obs.route.ahead, dtype=np.float64)
-        return np.vstack([[0.0, 0.0], path[path[:, 0] > -1.0] if (path[:, 0] > -1.0).any() else path])
+    def _crosswalk_spans(self, scene: Scene, path: np.ndarray, s: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
+        """(entry, exit, polygon in the ego frame) of every crosswalk the path runs through."""
+        if self._crosswalks is None or self._crosswalks[0] is not scene.map:
+            polys = [np.asarray(p, dtype=np.float64) for p in scene.map.crosswalks]
+            centres = np.array([p.mean(axis=0) for p in polys]).reshape(-1, 2)
+            radii = np.array([np.linalg.norm(p - c, axis=1).max() for p, c in zip(polys, centres)])
+            self._crosswalks = (scene.map, polys, centres, radii)
+        _, polys, centres, radii = self._crosswalks
+        if not polys:
+            return []
+        near = np.hypot(centres[:, 0] - scene.ego.x, centres[:, 1] - scene.ego.y) <= self.config.horizon + radii
+        spans = []
+        for i in np.nonzero(near)[0]:
+            local = to_ego_frame(polys[i], scene.ego)
+            inside = _in_polygon(path, local)
+            if inside.any():
+                idx = np.nonzero(inside)[0]
+                spans.append((float(s[idx[0]]), float(s[idx[-1]]), local))
+        return spans
 
-    def _stop_speed(self, distance: float) -> float:
-        return math.sqrt(2.0 * self.config.comfort_decel * max(distance, 0.0))
-
-    def _yield_speed(self, obs: Observation) -> float:
+    def _stop_distance(self, obs: Observation, path: np.ndarray, s: np.ndarray) -> float:
+        """Arc length along the path where the front bumper must come to rest (inf when nothing blocks)."""
         cfg, vp = self.config, self.config.vehicle
         scene = obs.scene
-        path = self._path(obs)
-        s = _arc(path)
-        v_max = math.inf
-        for agent in scene.agents:
-            rel = to_ego_frame(np.array([[agent.x, agent.y]]), scene.ego)[0]
-            if rel[0] < -vp.length or np.hypot(*rel) > s[-1] + 10.0:
-                continue
-            rel_yaw = agent.yaw - scene.ego.yaw
-            vel = agent.speed * np.array([math.cos(rel_yaw), math.sin(rel_yaw)])
-            future = rel[None] + _PREDICT_T[:, None] * vel[None]
-            dist, along = _project(future, path, s)
-            half = max(agent.width, agent.length if agent.kind == "pedestrian" else agent.width) / 2
-            inside = (dist <= vp.width / 2 + half + cfg.corridor_margin) & (along > 0.0)
-            if not inside.any():
-                continue
-            gap = float(along[inside].min()) - vp.length / 2 - agent.length / 2 - cfg.stop_gap
-            v_max = min(v_max, self._stop_speed(gap))
+        spans = self._crosswalk_spans(scene, path, s)
+        front = vp.length / 2
+        stop = math.inf
+        if scene.agents:
+            arr = np.array([(a.x, a.y, a.yaw, a.speed, a.length, a.width) for a in scene.agents], dtype=np.float64)
+            rel = to_ego_frame(arr[:, :2], scene.ego)
+            keep = (rel[:, 0] >= -vp.length) & (np.hypot(rel[:, 0], rel[:, 1]) <= s[-1] + 10.0)
+            walkers = np.array([a.kind == "pedestrian" for a in scene.agents])[keep]
+            arr, rel = arr[keep], rel[keep]
+            if len(arr):
+                rel_yaw = arr[:, 2] - scene.ego.yaw
+                vel = arr[:, 3:4] * np.stack([np.cos(rel_yaw), np.sin(rel_yaw)], axis=1)
+                future = rel[:, None, :] + _PREDICT_T[None, :, None] * vel[:, None, :]  # (A, T, 2)
+                n_t = len(_PREDICT_T)
+                dist, along = _project(future.reshape(-1, 2), path, s)
+                dist, along = dist.reshape(-1, n_t), along.reshape(-1, n_t)
+                half = np.where(walkers, np.maximum(arr[:, 4], arr[:, 5]), arr[:, 5]) / 2
+                inside = (dist <= (vp.width / 2 + cfg.corridor_margin + half)[:, None]) & (along > 0.0)
+                if inside.any():
+                    gap = np.where(inside, along, np.inf).min(axis=1) - arr[:, 4] / 2 - cfg.stop_gap
+                    stop = min(stop, float(gap.min()))
+                # walkers heading onto a crosswalk on our path (those standing at the kerb wait for us)
+                moving = walkers & (arr[:, 3] > 0.2)
+                if moving.any():
+                    steps = future[moving].reshape(-1, 2)
+                    for entry, _, poly in spans:
+                        if entry > front and _in_polygon(steps, poly).any():
+                            stop = min(stop, entry - cfg.light_margin)
         if cfg.obey_lights:
             for light in scene.traffic_lights:
                 if light.state == "g":
                     continue
-                line = to_ego_frame(light.stop_line, scene.ego)
-                centre = line.mean(axis=0)
-                dist, along = _project(centre[None], path, s)
-                if dist[0] > 2.0:
+                centre = to_ego_frame(light.stop_line, scene.ego).mean(axis=0)
+                if abs(centre[1]) > cfg.horizon or not -1.0 < centre[0] < cfg.horizon:
                     continue
-                to_line = float(along[0]) - vp.length / 2
-                if to_line < 0.0:
-                    continue  # already past it
-                if light.state == "y" and obs.speed**2 / (2 * cfg.comfort_decel) > to_line:
+                dist, along = _project(centre[None], path, s)
+                if dist[0] > 2.0 or along[0] < front:
+                    continue  # not on our path, or already past it
+                if light.state == "y" and obs.speed**2 / (2 * cfg.comfort_decel) > along[0] - front:
                     continue  # too late to stop comfortably on yellow: clear the junction
-                v_max = min(v_max, self._stop_speed(to_line - cfg.light_margin))
-        return v_max
+                stop = min(stop, float(along[0]) - cfg.light_margin)
+        # never come to rest on a crosswalk we have not yet entered: stop before it instead
+        for entry, exit_, _ in spans:
+            if front < entry < stop + 0.5 and stop - vp.length < exit_:
+                stop = min(stop, entry - 0.5)
+        return stop
 
-    def _accel_command(self, speed: float, v_ref: float) -> float:
-        vp = self.config.vehicle
-        if v_ref < 0.3:
+    def _accel_command(self, speed: float, v_ref: float, to_stop: float) -> float:
+        """Throttle/brake in [-1, 1]: track ``v_ref``, braking at the rate that stops within ``to_stop`` m."""
+        cfg, vp = self.config, self.config.vehicle
+        if to_stop <= 0.2:
             return -1.0  # stop and hold
-        accel = self.config.speed_gain * (v_ref - speed)
+        accel = cfg.speed_gain * (v_ref - speed)
+        needed = speed * speed / (2.0 * to_stop)
+        if needed > 0.5 * cfg.comfort_decel:
+            accel = min(accel, -needed)
         if accel >= 0:
             return float(np.clip((accel + vp.rolling + vp.drag * speed * speed) / vp.max_accel, 0.0, 1.0))
         return float(np.clip(accel / vp.max_brake, -1.0, 0.0))
+
+
+def _in_polygon(points: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd rule: which of ``points (K, 2)`` lie inside the polygon ``(M, 2)``."""
+    x, y = points[:, 0:1], points[:, 1:2]
+    x0, y0 = poly[:, 0][None], poly[:, 1][None]
+    x1, y1 = np.roll(poly[:, 0], -1)[None], np.roll(poly[:, 1], -1)[None]
+    straddle = (y0 > y) != (y1 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_cross = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
+    return (straddle & (x < x_cross)).sum(axis=1) % 2 == 1
