@@ -38,6 +38,23 @@ def build_messages(config: VlmConfig, retry_error: str | None = None) -> list[di
     return [{"role": "user", "content": content}]
 
 
+def fill_images(messages: list[dict[str, Any]], frame_urls: Sequence[str]) -> list[dict[str, Any]]:
+    """OpenAI-format messages: the image placeholders replaced, in order, by the frames' data URLs."""
+    if sum(_count_images(message) for message in messages) != len(frame_urls):
+        raise ValueError(f"{len(frame_urls)} frames for {sum(map(_count_images, messages))} image placeholders")
+    urls = iter(frame_urls)
+    filled = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [
+                {"type": "image_url", "image_url": {"url": next(urls)}} if part["type"] == "image" else part
+                for part in content
+            ]
+        filled.append({**message, "content": content})
+    return filled
+
+
 def image_mime(frame: bytes) -> str | None:
     """``image/png`` or ``image/jpeg`` from the magic bytes, None for anything else."""
     if frame.startswith(_PNG_MAGIC):
@@ -81,6 +98,11 @@ def frame_data_url(frame: bytes, max_side: int | None) -> str:
             decode_frame(frame, max_side).save(buffer, format="PNG")
             frame, mime = buffer.getvalue(), "image/png"
     return f"data:{mime};base64,{base64.b64encode(frame).decode('ascii')}"
+
+
+def _count_images(message: dict[str, Any]) -> int:
+    content = message["content"]
+    return sum(part["type"] == "image" for part in content) if isinstance(content, list) else 0
 
 
 def _quote(error: str) -> str:
