@@ -55,18 +55,26 @@ def collect(
     dataset: str, sim: str, episodes: int, policy: str, seed: int, max_steps: int, workers: int,
     run_id: str | None, episodes_per_shard: int, host: str, port: int, timeout: float,
 ) -> None:  # fmt: skip
-    """Drive EPISODES episodes with a policy and write them to the dataset DATASET as raw shards.
+    """Drive episodes with a policy and write them to the dataset DATASET as raw shards.
 
-    DATASET is a directory or fsspec URL; it is created if needed. Shards are written atomically and hold
-    whole episodes, so an interrupted run is resumed by running the same command again.
+    DATASET is a directory or fsspec URL; it is created if needed. Episodes end on a collision, leaving the
+    road, being stuck for 40 s, reaching the route's end, or --max-steps. Shards are written atomically and
+    hold whole episodes, so an interrupted run is resumed by running the same command again.
+
+    \b
+    Examples:
+      pipeline collect data/town --episodes 200 --workers 2
+      pipeline collect data/town --episodes 50 --policy runs/sac/policy.pt --seed 1000
+      pipeline collect data/carla --sim carla --host 10.0.0.5 --episodes 20
     """
-    bar = tqdm(total=0, unit="episode", dynamic_ncols=True, disable=None)
+    bar: tqdm | None = None
     steps = 0
 
     def on_plan(owed: int, already: int) -> None:
-        bar.reset(total=owed - already)
+        nonlocal bar
         if already:
-            bar.write(f"{already} of {owed} episodes are in the dataset already; collecting the other {owed - already}")
+            click.echo(f"{already} of {owed} episodes are in the dataset already; collecting the other {owed - already}")
+        bar = tqdm(total=owed - already, unit="episode", dynamic_ncols=True, disable=None)
 
     def on_episode(summary: EpisodeSummary) -> None:
         nonlocal steps
@@ -84,7 +92,8 @@ def collect(
     except errors as e:
         raise click.ClickException(str(e)) from None
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     click.echo(_describe(summary))
 
 
@@ -127,9 +136,11 @@ def info(dataset: str, as_json: bool) -> None:
 
 
 def _human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{n} B"
-        size /= 1024
-    return f"{n} B"
+    if n < 1024:
+        return f"{n} B"
+    size, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit}"
