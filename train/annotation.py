@@ -9,11 +9,22 @@ only the end of a run does, so that nothing it collected stays unlabelled.
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: the pass gets SIGTERM when the trainer dies (even by SIGKILL), so a resumed run never finds an
+    orphaned pass still writing into the label set beside its own."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class BackgroundAnnotation:
@@ -54,7 +65,9 @@ class BackgroundAnnotation:
         with open(self.log_path, "a") as log:
             log.write(f"\n=== pass {self.passes + 1}: {' '.join(self.command)}\n")
             log.flush()
-            self._process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self._process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            )
         self.passes += 1
         self.started_at = time.time()
         return True

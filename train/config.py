@@ -44,6 +44,7 @@ class TrainConfig:
     steps_per_round: int = 5_000  # environment steps collected per round
     rounds: int = 20
     max_episode_steps: int = 1_000
+    episodes_per_shard: int = 8  # whole episodes per raw shard: the unit of annotation and of replay
     # offline
     offline_steps: int = 100_000
     checkpoint_every: int = 5_000  # offline: gradient updates between checkpoints
@@ -52,7 +53,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "n_critics", "bev_size", "state_units", "feature_size", "buffer_limit", "steps_per_round",
-                     "rounds", "max_episode_steps", "offline_steps", "checkpoint_every"):  # fmt: skip
+                     "rounds", "max_episode_steps", "episodes_per_shard", "offline_steps", "checkpoint_every"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.gamma <= 1:

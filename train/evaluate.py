@@ -102,7 +102,9 @@ def compute_metrics(steps: pd.DataFrame) -> EvalMetrics:
     )
 
 
-def evaluate_policy(policy: str, dataset_url: str, episodes: int, seed: int, max_steps: int, on_episode: Any = None) -> EvalMetrics:
+def evaluate_policy(
+    policy: str, dataset_url: str, episodes: int, seed: int, max_steps: int, on_episode: Any = None
+) -> EvalMetrics:
     """Drive ``episodes`` episodes (seeds ``seed .. seed + episodes - 1``) with ``policy`` and measure them.
 
     ``policy`` is ``random``, ``expert`` or a TorchScript file; episodes already in ``dataset_url`` from the
@@ -111,7 +113,8 @@ def evaluate_policy(policy: str, dataset_url: str, episodes: int, seed: int, max
     from collect.collector import collect_episodes, run_shards
     from collect.env import EnvSpec, EpisodeLimits
 
-    summary = collect_episodes(dataset_url, EnvSpec(limits=EpisodeLimits(max_steps=max_steps)), policy, episodes, seed, on_episode=on_episode)
+    env = EnvSpec(limits=EpisodeLimits(max_steps=max_steps))
+    summary = collect_episodes(dataset_url, env, policy, episodes, seed, on_episode=on_episode)
     dataset = Dataset.open(dataset_url)
     table = dataset.read_steps(list(METRIC_COLUMNS), shards=run_shards(dataset, summary.run_id)).to_pandas()
     wanted = {f"{summary.run_id}-{i:06d}" for i in range(episodes)}

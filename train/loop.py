@@ -161,6 +161,11 @@ def _labelled_ready(dataset: Dataset, labels: LabelSet, consumed: set[str]) -> l
     return [s for s in dataset.shards() if s not in consumed and s in labelled and labels.shard_hash(s) == digest]
 
 
+def _unlabelled(dataset: Dataset, labels: LabelSet) -> list[str]:
+    done = set(labels.shards()) if labels.exists() else set()
+    return [s for s in dataset.shards() if s not in done]
+
+
 def _lag_seconds(dataset: Dataset, labels: LabelSet, shard: str) -> float:
     """Seconds between a raw shard's write and its label shard's write."""
     raw = dataset.fs.modified(dataset.shard_path(shard))
@@ -186,7 +191,8 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
         ingest(buffer, dataset, labels, state.consumed, config, reward)
         echo(f"resumed at round {state.round}: buffer rebuilt with {len(buffer)} transitions from {len(state.consumed)} shard(s)")
     annotation = BackgroundAnnotation(spec.dataset, spec.label_set, spec.annotate_args, run.path / "annotate.log")
-    annotation.start()  # labels whatever earlier rounds (or a killed run) left unlabelled
+    if _unlabelled(dataset, labels):
+        annotation.start()  # labels whatever earlier rounds (or a killed run) left unlabelled
 
     def add_labelled() -> tuple[int, list[float]]:
         """Move newly labelled shards into the buffer; returns their count and collection->annotation lags."""
@@ -212,7 +218,7 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
             driver.name = f"sac-{spec.run_id}-round{k}"
             bar.reset(total=config.steps_per_round)
             started = time.perf_counter()
-            shards = writer.collect_steps(config.steps_per_round, first_episode=state.episodes)
+            shards = writer.collect_steps(config.steps_per_round, state.episodes, config.episodes_per_shard)
             collect_s = time.perf_counter() - started
             collected = sum(s.steps for s in shards)
             state.env_steps += collected
@@ -241,15 +247,19 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
                 "annotation_passes": annotation.passes, "annotation_failures": annotation.failures,
             })  # fmt: skip
         # the end: wait until everything collected is labelled, then take it in
+        late, lags = 0, []
         while _pending(dataset, spec.run_id, state.consumed):
             failures = annotation.failures
             annotation.wait()
-            add_labelled()
+            added, more_lags = add_labelled()
+            late, lags = late + added, lags + more_lags
             if not _pending(dataset, spec.run_id, state.consumed):
                 break
             if annotation.failures > failures:
                 raise RuntimeError(f"background annotation failed; see {annotation.log_path}")
             annotation.start()  # the last pass began before the last shards were written
+        if late:
+            echo(f"after the last round: {late} shard(s) labelled (lag up to {max(lags):.1f} s) and added")
         run.commit(state, lambda path: save_agent(agent, path))
         echo(f"done: {state.round} rounds, {state.env_steps} steps collected, buffer {len(buffer)} transitions, "
              f"{state.grad_steps} updates")  # fmt: skip

@@ -123,5 +123,5 @@ class RunDir:
         save(self.checkpoints / name)
         state.checkpoint = name
         atomic_write_text(self.path / "state.json", json.dumps(asdict(state), indent=2))
-        for old in sorted(self.checkpoints.glob("round-*.d3"))[:-KEEP_CHECKPOINTS]:
-            old.unlink()
+        for old in sorted(self.checkpoints.glob("round-*.d3"))[:-KEEP_CHECKPOINTS] + list(self.checkpoints.glob("*.tmp")):
+            old.unlink()  # older checkpoints, and tmp files of a save a kill interrupted

@@ -129,10 +129,13 @@ def _resumed_spec(run: Any, dataset: str, label_set: str, offline: bool, overrid
     spec = run.spec()
     if (spec.dataset, spec.label_set, spec.mode) != (dataset, label_set, "offline" if offline else "online"):
         raise click.ClickException(
-            f"{run.path}: was started on {spec.dataset} --label-set {spec.label_set} ({spec.mode}); resume it with the same arguments"
+            f"{run.path}: was started on {spec.dataset} --label-set {spec.label_set} ({spec.mode}); "
+            "resume it with the same arguments"
         )
     wanted = TrainConfig.from_dict({**spec.config.to_dict(), **overrides})
-    fixed = [f.name for f in dataclasses.fields(wanted) if f.name not in RESUMABLE and getattr(wanted, f.name) != getattr(spec.config, f.name)]
+    fixed = [
+        f.name for f in dataclasses.fields(wanted) if f.name not in RESUMABLE and getattr(wanted, f.name) != getattr(spec.config, f.name)
+    ]
     if fixed:
         raise click.ClickException(f"--resume: {fixed} are fixed when a run starts; only {sorted(RESUMABLE)} may change")
     return dataclasses.replace(spec, config=wanted)
@@ -157,13 +160,16 @@ def _policy_file(target: str, workdir: Path) -> str:
 @click.option("--episodes", type=click.IntRange(min=1), default=10, show_default=True, help="Episodes per policy.")
 @click.option("--seed", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Episode i runs with seed + i (route and traffic): same seed, same routes for every policy.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=1000, show_default=True, help="Actions per episode before truncation.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Actions per episode before truncation.")
 @click.option("--dataset", "dataset_dir", type=click.Path(file_okay=False), default=None,
               help="Keep the evaluation episodes in this dataset (reused on a rerun). Default: a temporary one.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the metrics here. Default: RUN_DIR/evaluation-seed<S>-n<N>.json for each run directory, "
                    "else ./evaluation-seed<S>-n<N>.json.")
-def evaluate(targets: tuple[str, ...], episodes: int, seed: int, max_steps: int, dataset_dir: str | None, json_path: str | None) -> None:
+def evaluate(
+    targets: tuple[str, ...], episodes: int, seed: int, max_steps: int, dataset_dir: str | None, json_path: str | None
+) -> None:
     """Evaluate policies on fixed SUMO routes: collision rate, route completion, speed, distance, success.
 
     Each TARGET is a run directory (its latest checkpoint), a checkpoint file (.d3), an exported TorchScript
@@ -186,8 +192,9 @@ def evaluate(targets: tuple[str, ...], episodes: int, seed: int, max_steps: int,
                 bar.close()
     click.echo(format_table(results))
     document = {"seed": seed, "episodes": episodes, "max_steps": max_steps, "results": {t: m.as_dict() for t, m in results.items()}}
-    paths = [Path(json_path)] if json_path else [Path(t) / f"evaluation-seed{seed}-n{episodes}.json" for t in targets if Path(t).is_dir()]
-    for path in paths or [Path(f"evaluation-seed{seed}-n{episodes}.json")]:
+    name = f"evaluation-seed{seed}-n{episodes}.json"
+    paths = [Path(json_path)] if json_path else [Path(t) / name for t in targets if Path(t).is_dir()]
+    for path in paths or [Path(name)]:
         path.write_text(json.dumps(document, indent=2))
         click.echo(f"wrote {path}")
 
@@ -228,4 +235,7 @@ def export(source: str, fmt: str, out: str | None, bev_px: int, latency_runs: in
     path.with_suffix(".json").write_text(json.dumps(info, indent=2))
     click.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) from {checkpoint}")
     for device, figures in latency.items():
-        click.echo(f"latency {device}: median {figures['median_ms']:.3f} ms, p90 {figures['p90_ms']:.3f} ms per step (batch 1, {bev_px}x{bev_px} BEV)")
+        click.echo(
+            f"latency {device}: median {figures['median_ms']:.3f} ms, p90 {figures['p90_ms']:.3f} ms per step "
+            f"(batch 1, {bev_px}x{bev_px} BEV)"
+        )
