@@ -24,7 +24,7 @@ h3 { font-size: 1.05em; margin-bottom: 0.3em; }
 table.table { border-collapse: collapse; margin: 8px 0 16px; font-size: 0.9em; }
 table.table th, table.table td { border: 1px solid #d5dae1; padding: 3px 8px; text-align: right; }
 table.table th { background: #eef1f5; }
-table.table td.text, table.table td:first-child { text-align: left; }
+table.table td:first-child, table.kv td { text-align: left; }
 img.figure { max-width: 100%; height: auto; display: block; margin: 8px 0; border: 1px solid #e3e7ec; }
 pre { background: #f6f8fa; padding: 10px; overflow-x: auto; font-size: 0.82em; max-height: 420px; }
 figcaption { color: #5b6575; font-size: 0.85em; }
@@ -37,9 +37,10 @@ def png_img(png: bytes, alt: str) -> str:
     return f'<figure><img class="figure" alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
 
 
-def table(df: pd.DataFrame, index: bool = True) -> str:
-    """A DataFrame as an escaped HTML table with 4 significant digits."""
-    return df.to_html(index=index, escape=True, float_format=lambda v: f"{v:.4g}", na_rep="-", classes="table", border=0)
+def table(df: pd.DataFrame, index: bool = True, key_value: bool = False) -> str:
+    """A DataFrame as an escaped HTML table with 4 significant digits; ``key_value`` left-aligns text values."""
+    classes = ["table", "kv"] if key_value else ["table"]
+    return df.to_html(index=index, escape=True, float_format=lambda v: f"{v:.4g}", na_rep="-", classes=classes, border=0)
 
 
 def section(title: str, *parts: str) -> str:

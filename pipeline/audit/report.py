@@ -251,7 +251,7 @@ def _provenance(ds: Dataset, label_set: str, document: dict[str, Any], sample: S
         ("code version", str(provenance.get("code_version", "?"))),
         ("hosts", ", ".join(map(str, provenance.get("hosts", []))) or "?"),
     ]
-    info = table(pd.DataFrame(rows, columns=["", "value"]), index=False)
+    info = table(pd.DataFrame(rows, columns=["", "value"]), index=False, key_value=True)
     warn = (
         paragraph(f"{sample.raw_shards - sample.labelled_shards} raw shard(s) have no labels in this set yet; they are not in this report.", "warn")
         if sample.labelled_shards < sample.raw_shards
