@@ -247,7 +247,7 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
                 "annotation_passes": annotation.passes, "annotation_failures": annotation.failures,
             })  # fmt: skip
         # the end: wait until everything collected is labelled, then take it in
-        late, lags = 0, []
+        late, lags, full_passes = 0, [], 0
         while _pending(dataset, spec.run_id, state.consumed):
             failures = annotation.failures
             annotation.wait()
@@ -255,9 +255,11 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
             late, lags = late + added, lags + more_lags
             if not _pending(dataset, spec.run_id, state.consumed):
                 break
-            if annotation.failures > failures:
-                raise RuntimeError(f"background annotation failed; see {annotation.log_path}")
+            if annotation.failures > failures or full_passes == 2:
+                raise RuntimeError(f"background annotation left {_pending(dataset, spec.run_id, state.consumed)} unlabelled; "
+                                   f"see {annotation.log_path}")  # fmt: skip
             annotation.start()  # the last pass began before the last shards were written
+            full_passes += 1
         if late:
             echo(f"after the last round: {late} shard(s) labelled (lag up to {max(lags):.1f} s) and added")
         run.commit(state, lambda path: save_agent(agent, path))

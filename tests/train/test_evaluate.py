@@ -7,6 +7,8 @@ import math
 import pandas as pd
 import pytest
 
+from data_schema import Dataset
+
 from train.evaluate import compute_metrics, episode_table, format_table
 
 
@@ -65,3 +67,38 @@ def test_table_lists_every_policy(steps):
     collision = next(line for line in lines if line.startswith("collision rate"))
     assert collision.split()[-2:] == ["33.3%", "0.0%"]
     assert math.isclose(float(next(line for line in lines if line.startswith("total distance")).split()[-1]), 30.0)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_evaluate_cli_on_fixed_sumo_routes(small_dataset, tmp_path, monkeypatch):
+    """random, expert and a trained checkpoint on the same seeds: one table, JSON beside the run."""
+    import json
+
+    from click.testing import CliRunner
+    from train_data import TINY
+
+    from pipeline.cli import main
+
+    tiny = [a for k, v in TINY.items() for a in ("--set", f"{k}={list(v) if isinstance(v, tuple) else v}")]
+    run = tmp_path / "run"
+    args = ["train", small_dataset.path, "--label-set", "test", "--out", str(run), "--offline", "--steps", "2", *tiny]
+    trained = CliRunner().invoke(main, args)
+    assert trained.exit_code == 0, trained.output
+    monkeypatch.chdir(tmp_path)
+    args = ["evaluate", "random", "expert", str(run), "--episodes", "2", "--seed", "7", "--max-steps", "40", "--dataset", str(tmp_path / "ev")]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    document = json.loads((run / "evaluation-seed7-n2.json").read_text())
+    assert list(document["results"]) == ["random", "expert", str(run)]
+    for metrics in document["results"].values():
+        assert metrics["episodes"] == 2 and 0 <= metrics["route_completion"] <= 1
+        assert 0 < metrics["steps"] <= 80
+    assert "route completion" in result.output
+    # the episodes are rows of a dataset: the same seeds give the same routes to every policy
+    ds = Dataset.open(str(tmp_path / "ev"))
+    first = ds.read_steps(["episode_id", "step", "seed", "policy", "distance_to_goal", "route_progress"]).to_pandas()
+    first = first[first["step"] == 0]
+    assert sorted(first["seed"].unique().tolist()) == [7, 8]
+    starts = first.groupby("seed")["distance_to_goal"].nunique()
+    assert (starts == 1).all()  # every policy started each seed's route at the same distance from its goal
