@@ -166,8 +166,10 @@ def iter_frames(
         raw += [c for c in extra_raw if c not in raw]
         label += [c for c in extra_label if c not in label]
     todo = labelled_shards(ds, label_set, shards)
-    for shard in tqdm(todo, desc=f"reading {label_set}", unit="shard", disable=not progress or len(todo) < PROGRESS_MIN_SHARDS, leave=False):
-        df = next(ds.iter_joined(label_set, columns=raw, label_columns=label, shards=[shard], missing="error"))
+    # one join over all shards (it lists the label set once), yielding one frame per shard in this order
+    joined = ds.iter_joined(label_set, columns=raw, label_columns=label, shards=todo, missing="error")
+    bar = tqdm(todo, desc=f"reading {label_set}", unit="shard", disable=not progress or len(todo) < PROGRESS_MIN_SHARDS, leave=False)
+    for shard, df in zip(bar, joined):
         if where is not None:
             df = df[where(df)].reset_index(drop=True)
         df.insert(2, SHARD_COLUMN, shard)

@@ -91,10 +91,11 @@ def sample_frames(dataset: Dataset, label_set: str, config: ReportConfig = Repor
     classes: collections.Counter[str] = collections.Counter()
     held = 0
     read: list[str] = []
-    for shard in tqdm(order, desc=f"sampling {label_set}", unit="shard", disable=not progress or len(order) < PROGRESS_MIN_SHARDS, leave=False):
+    bar = tqdm(total=config.max_frames, desc=f"sampling {label_set}", unit="frame", disable=not progress or len(order) < PROGRESS_MIN_SHARDS, leave=False)
+    for df in iter_frames(dataset, label_set, columns=SAMPLE_COLUMNS, shards=order, progress=False):
         if held >= config.max_frames:
             break
-        df = next(iter_frames(dataset, label_set, columns=SAMPLE_COLUMNS, shards=[shard], progress=False))
+        shard = df[SHARD_COLUMN].iloc[0] if len(df) else None
         df = _take_episodes(df, config.max_frames - held, rng, first=not kept)
         if df.empty:
             break  # no whole episode fits what is left of the budget: more shards would not change that
@@ -106,6 +107,8 @@ def sample_frames(dataset: Dataset, label_set: str, config: ReportConfig = Repor
         classes.update(det["cls"] for dets in df["detections"] for det in dets)
         kept.append(df)
         held += len(df)
+        bar.update(len(df))
+    bar.close()
     frames = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=[*SAMPLE_COLUMNS, SHARD_COLUMN, "critical"])
     frames["event"] = event_types(frames)
     frames["approach"] = approaching(frames, APPROACH_STEPS)
