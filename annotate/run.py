@@ -228,7 +228,7 @@ def _client(options: RunOptions, gpu: bool) -> Iterator[Client]:
         cluster: LocalCluster = _GpuLocalCluster(torch.cuda.device_count(), options.workers)
     else:
         n = options.workers or os.cpu_count() or 1
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=options.processes, dashboard_address=None)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=options.processes, dashboard_address=":0")
     with cluster, Client(cluster) as client:
         yield client
 
@@ -239,7 +239,7 @@ class _GpuLocalCluster(LocalCluster):
     def __init__(self, gpus: int, workers: int | None) -> None:
         self._gpus = max(gpus, 1)
         n = workers or self._gpus
-        super().__init__(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=None, resources={"GPU": 1})
+        super().__init__(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=":0", resources={"GPU": 1})
         self.scale(n)
 
     def new_worker_spec(self) -> dict[Any, dict[str, Any]]:

@@ -70,15 +70,17 @@ def raw_episode(
     camera_frames: list[np.ndarray] | None = None,
     collision_at: int | None = None,
     agents: list[list[dict]] | None = None,
+    bev_frames: list[np.ndarray] | None = None,
 ) -> pa.Table:
     """One episode; ``camera_frames`` (one per step) fill the camera column, which is null otherwise.
 
-    ``agents`` (one list per step) replaces the default scene of :func:`episode_agents`.
+    ``agents`` (one list per step) replaces the default scene of :func:`episode_agents`, ``bev_frames``
+    the pictures drawn from it.
     """
     rng = np.random.default_rng(seed)
     camera = camera_frames is not None
     agents = agents if agents is not None else episode_agents(steps, crossing)
-    frames = [bev_frame(t + seed, a) for t, a in enumerate(agents)]
+    frames = bev_frames if bev_frames is not None else [bev_frame(t + seed, a) for t, a in enumerate(agents)]
     last = [False] * (steps - 1) + [True]
     collision = [t == collision_at for t in range(steps)]
     return pa.table(
