@@ -1,0 +1,122 @@
+"""Dask execution: a separate scheduler process gives the local cluster's labels; a killed worker loses nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from dask.distributed import Client
+
+from annotate.run import RunOptions, annotate_dataset
+from annotate_fixtures import fast_config, make_dataset
+from data_schema import Dataset
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """``dask scheduler`` and two ``dask worker`` processes on loopback, as a user would start them."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    port = address.rsplit(":", 1)[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    logs = open(os.devnull, "w")
+    procs = [subprocess.Popen(["dask", "scheduler", "--host", "127.0.0.1", "--port", port, "--dashboard-address", ":0"], stdout=logs, stderr=logs, env=env)]
+    procs += [
+        subprocess.Popen(
+            ["dask", "worker", address, "--nworkers", "1", "--nthreads", "1", "--dashboard-address", ":0", "--name", f"w{i}"],
+            stdout=logs, stderr=logs, env=env,
+        )
+        for i in range(2)
+    ]
+    try:
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+        logs.close()
+
+
+def assert_same_labels(a: Dataset, b: Dataset, name: str) -> None:
+    la, lb = a.label_set(name), b.label_set(name)
+    assert la.hash == lb.hash and la.shards() == lb.shards() == a.shards()
+    for shard in a.shards():
+        ta, tb = la.read_shard(shard), lb.read_shard(shard)
+        for column in ta.column_names:
+            if pa.types.is_floating(ta.schema.field(column).type):
+                np.testing.assert_allclose(ta.column(column).to_numpy(), tb.column(column).to_numpy(), atol=1e-6, err_msg=column)
+            else:
+                assert ta.column(column).equals(tb.column(column)), column
+
+
+def test_separate_scheduler_gives_the_labels_of_the_local_cluster_with_models_loaded_once_per_worker(scheduler, tmp_path):
+    source = make_dataset(str(tmp_path / "source"), shards=4, episodes_per_shard=1, steps=6)
+    local = Dataset.open(shutil.copytree(source.path, tmp_path / "local"))
+    remote = Dataset.open(shutil.copytree(source.path, tmp_path / "remote"))
+    config = fast_config()
+
+    summary = annotate_dataset(local.url, config, RunOptions("clg", workers=2, progress=False))
+    assert summary.done == 4 and not summary.failed
+    summary = annotate_dataset(remote.url, config, RunOptions("clg", scheduler=scheduler, progress=False))
+    assert summary.done == 4 and not summary.failed and summary.frames == 24
+    assert_same_labels(local, remote, "clg")
+
+    loads: dict[int, int] = {}
+    for stats in summary.stats:
+        loads[stats.pid] = loads.get(stats.pid, 0) + stats.models_loaded
+    assert all(n <= 1 for n in loads.values()), loads  # CLIP at most once per worker process, whatever the shard count
+
+    again = annotate_dataset(remote.url, config, RunOptions("clg", scheduler=scheduler, progress=False))
+    assert again.done == 0 and again.skipped == 4
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_every_shard_is_labelled_exactly_once(scheduler, tmp_path):
+    dataset = make_dataset(str(tmp_path / "ds"), shards=6, episodes_per_shard=1, steps=8)
+    config = fast_config("prompts.positive=A quiet street")  # a label set the workers have not seen: fresh work
+    result: dict = {}
+    run = threading.Thread(
+        target=lambda: result.update(summary=annotate_dataset(dataset.url, config, RunOptions("killed", scheduler=scheduler, progress=False)))
+    )
+    killed: tuple[int, str] | None = None
+    with Client(scheduler, timeout=60) as client:
+        pids = client.run(os.getpid)
+        run.start()
+        deadline = time.monotonic() + 300
+        while killed is None and run.is_alive() and time.monotonic() < deadline:
+            for worker, keys in client.processing().items():
+                shards = [str(k).split("-", 2)[2] for k in keys if str(k).startswith("annotate-")]
+                if shards:
+                    killed = (pids[worker], shards[0])
+                    os.kill(pids[worker], signal.SIGKILL)
+                    break
+            time.sleep(0.2)
+        run.join(timeout=600)
+    assert killed is not None, "the run ended before a worker could be killed mid-task"
+    summary = result["summary"]
+    assert not summary.failed and summary.done == 6
+    labelled = [stats.shard for stats in summary.stats]
+    assert sorted(labelled) == dataset.shards()  # each shard reported once
+    rerun = next(stats for stats in summary.stats if stats.shard == killed[1])
+    assert rerun.pid != killed[0]  # the killed task was rescheduled on a live worker
+    labels = dataset.label_set("killed")
+    assert labels.shards() == dataset.shards()
+    for shard in dataset.shards():
+        assert labels.read_shard(shard).num_rows == dataset.read_shard(shard, ["step"]).num_rows
