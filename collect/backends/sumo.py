@@ -111,12 +111,17 @@ def _segments_cross(p0: np.ndarray, p1: np.ndarray, q0: np.ndarray, q1: np.ndarr
     return orient(p0, p1, q0) * orient(p0, p1, q1) <= 0 and orient(q0, q1, p0) * orient(q0, q1, p1) <= 0
 
 
+_active: "SumoBackend | None" = None  # the backend whose episode the process's one libsumo instance holds
+_running = False  # whether libsumo has been started in this process
+
+
 class SumoBackend:
     """SUMO through libsumo, one simulation per process.
 
-    libsumo embeds a single SUMO instance in the process: create at most one ``SumoBackend`` per process
-    (parallel collection uses one worker process per backend). ``reset`` reloads the simulation with a
-    fresh seed, so one backend object serves any number of episodes.
+    libsumo embeds a single SUMO instance in the process, so only one backend can hold an episode at a
+    time: use one ``SumoBackend`` per process (parallel collection runs one worker process per backend).
+    ``reset`` reloads the simulation with a fresh seed, so one backend object serves any number of episodes.
+    A second backend's ``reset`` takes the simulation over; the first then refuses to ``step``.
     """
 
     name = "sumo"
@@ -126,7 +131,6 @@ class SumoBackend:
         self.net: SumoNet = load_net(str(self.config.net_file))
         self.map_name = self.net.name
         self.dt = self.config.dt
-        self._started = False
         self._types: dict[str, tuple[str, float, float]] = {}
         self._ego: VehicleState | None = None
         self._ego_route: EgoRoute | None = None
@@ -134,6 +138,14 @@ class SumoBackend:
         self._tls: tuple[str, ...] = tuple(sorted({s.tl for s in self.net.stop_lines}))
         self._route_next: dict[str, str] = {}
         self._agent_ids: tuple[str, ...] = ()
+        self._pinned: dict[str, tuple[float, float, float]] = {}
+
+    @property
+    def current_route(self) -> EgoRoute:
+        """The route of the running episode (edges, start position on the first edge, centre line)."""
+        if self._ego_route is None:
+            raise RuntimeError("SumoBackend: no episode yet, call reset() first")
+        return self._ego_route
 
     # ---- episode set-up -------------------------------------------------------------------------------
 
@@ -256,12 +268,15 @@ class SumoBackend:
         """Reload SUMO with ``seed``, sample the ego route and traffic from it, and place the ego at the start."""
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
+        global _active, _running
         args = self._sumo_args(seed)
-        if self._started:
+        if _running:
             libsumo.simulation.load(args)
         else:
             libsumo.start(["sumo", *args])
-            self._started = True
+            _running = True
+        _active = self
+        self._pinned = {}
         self._define_types()
         rng = np.random.default_rng(seed)
         ego = self.sample_route(rng)
@@ -294,9 +309,28 @@ class SumoBackend:
 
     # ---- stepping -------------------------------------------------------------------------------------
 
-    def step(self, action: np.ndarray) -> Observation:
+    def place_pedestrian(self, x: float, y: float, yaw: float = 0.0) -> str:
+        """Pin a standing SUMO pedestrian at world ``(x, y)`` for the rest of the episode; returns its id.
+
+        For scripted scenarios and tests (a pedestrian on the ego's path): SUMO sees a real person there,
+        re-placed before every simulation step, so it appears in the scene and in collision checks.
+        """
+        self._check_active()
+        pid = f"pinned{len(self._pinned)}"
+        edge = sorted(self.net.edge_sidewalk)[0]
+        libsumo.person.add(pid, edge, 0.0)
+        libsumo.person.appendWaitingStage(pid, 1e6)
+        self._pinned[pid] = (float(x), float(y), yaw_to_sumo_angle(yaw))
+        return pid
+
+    def _check_active(self) -> None:
         if self._ego is None:
-            raise RuntimeError("SumoBackend.step called before reset")
+            raise RuntimeError("SumoBackend: call reset() before stepping")
+        if _active is not self:
+            raise RuntimeError("SumoBackend: another SumoBackend in this process has taken over libsumo (one simulation per process)")
+
+    def step(self, action: np.ndarray) -> Observation:
+        self._check_active()
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (2,) or not np.all(np.isfinite(action)):
             raise ValueError(f"action must be 2 finite numbers [steer, throttle/brake], got {action!r}")
@@ -304,6 +338,8 @@ class SumoBackend:
         before = self._ego
         self._ego = vehicle_step(self.config.vehicle, before, self._controls, self.dt)
         self._place_ego()
+        for pid, (x, y, angle) in self._pinned.items():
+            libsumo.person.moveToXY(pid, "", x, y, angle, 2)
         libsumo.simulationStep()
         agents = self._agents()
         kind = self._collision(agents)
@@ -324,19 +360,13 @@ class SumoBackend:
                 continue
             ids.append(oid)
             v = results[oid]
-            kind, length, width = self._kind(v[tc.VAR_TYPE]) if not oid.startswith("p") else self._person_kind(v[tc.VAR_TYPE])
+            kind, length, width = self._kind(v[tc.VAR_TYPE])  # persons' types have vClass pedestrian
             yaw = sumo_angle_to_yaw(v[tc.VAR_ANGLE])
             x, y = v[tc.VAR_POSITION]
             # SUMO positions are the front of the agent; the scene wants the centre
             out.append(Agent(kind, x - math.cos(yaw) * length / 2, y - math.sin(yaw) * length / 2, yaw, v[tc.VAR_SPEED], length, width))
         self._agent_ids = tuple(ids)
         return tuple(out)
-
-    def _person_kind(self, type_id: str) -> tuple[str, float, float]:
-        key = f"person:{type_id}"
-        if key not in self._types:
-            self._types[key] = ("pedestrian", libsumo.vehicletype.getLength(type_id), libsumo.vehicletype.getWidth(type_id))
-        return self._types[key]
 
     def _collision(self, agents: tuple[Agent, ...]) -> str | None:
         """Kind of agent whose footprint overlaps the ego's, or None.
@@ -413,7 +443,10 @@ class SumoBackend:
         )
 
     def close(self) -> None:
-        if self._started:
+        """End the simulation if this backend holds it (the next ``reset`` of any backend starts a new one)."""
+        global _active, _running
+        if _active is self and _running:
             libsumo.close()
-            self._started = False
+            _running = False
+            _active = None
         self._ego = None

@@ -28,18 +28,20 @@ class ExpertConfig:
     max_lateral_accel: float = 2.0  # m/s^2, sets the speed through curves
     comfort_decel: float = 3.0  # m/s^2, used to plan stops
     speed_gain: float = 1.0  # (m/s^2) per (m/s) of speed error
-    corridor_margin: float = 0.5  # m added to half widths when testing whether an agent is in the path
+    corridor_margin: float = 0.2  # m of clearance kept between our path's edges and any agent's footprint
     stop_gap: float = 3.0  # m bumper-to-bumper distance kept to an obstacle
     light_margin: float = 1.0  # m between the front bumper and a stop line (or crosswalk) when stopped
     horizon: float = 40.0  # m of route ahead checked for agents, lights and crosswalks
+    kerb_distance: float = 2.5  # m: a pedestrian this close to a crosswalk on our path may step onto it
+    creep_speed: float = 2.0  # m/s: speed towards such a crosswalk, slow enough to stop within a metre
     obey_lights: bool = True
     vehicle: VehicleParams = field(default_factory=VehicleParams)
 
     def __post_init__(self) -> None:
-        for name in ("target_speed", "lookahead_min", "lookahead_max", "max_lateral_accel", "comfort_decel", "speed_gain", "horizon"):
+        for name in ("target_speed", "lookahead_min", "lookahead_max", "max_lateral_accel", "comfort_decel", "speed_gain", "horizon", "creep_speed"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ExpertConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("lookahead_gain", "corridor_margin", "stop_gap", "light_margin"):
+        for name in ("lookahead_gain", "corridor_margin", "stop_gap", "light_margin", "kerb_distance"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ExpertConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.lookahead_max < self.lookahead_min:
@@ -79,8 +81,9 @@ class ExpertPolicy:
         cfg = self.config
         path, s = self._path(obs)
         steer = self._steer(obs.speed, path)
-        to_stop = self._stop_distance(obs, path, s) - cfg.vehicle.length / 2
-        v_ref = min(cfg.target_speed, self._curve_speed(path, s), math.sqrt(2 * cfg.comfort_decel * max(to_stop, 0.0)))
+        stop, v_cap = self._limits(obs, path, s)
+        to_stop = stop - cfg.vehicle.length / 2
+        v_ref = min(cfg.target_speed, v_cap, self._curve_speed(path, s), math.sqrt(2 * cfg.comfort_decel * max(to_stop, 0.0)))
         return np.array([steer, self._accel_command(obs.speed, v_ref, to_stop)], dtype=np.float32)
 
     def _path(self, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
@@ -158,13 +161,13 @@ class ExpertPolicy:
                 spans.append((float(s[idx[0]]), float(s[idx[-1]]), local))
         return spans
 
-    def _stop_distance(self, obs: Observation, path: np.ndarray, s: np.ndarray) -> float:
-        """Arc length along the path where the front bumper must come to rest (inf when nothing blocks)."""
+    def _limits(self, obs: Observation, path: np.ndarray, s: np.ndarray) -> tuple[float, float]:
+        """(arc length where the front bumper must come to rest, speed cap) from agents, lights, crosswalks."""
         cfg, vp = self.config, self.config.vehicle
         scene = obs.scene
         spans = self._crosswalk_spans(scene, path, s)
         front = vp.length / 2
-        stop = math.inf
+        stop, v_cap = math.inf, math.inf
         if scene.agents:
             arr = np.array([(a.x, a.y, a.yaw, a.speed, a.length, a.width) for a in scene.agents], dtype=np.float64)
             rel = to_ego_frame(arr[:, :2], scene.ego)
@@ -172,41 +175,78 @@ class ExpertPolicy:
             walkers = np.array([a.kind == "pedestrian" for a in scene.agents])[keep]
             arr, rel = arr[keep], rel[keep]
             if len(arr):
-                rel_yaw = arr[:, 2] - scene.ego.yaw
-                vel = arr[:, 3:4] * np.stack([np.cos(rel_yaw), np.sin(rel_yaw)], axis=1)
-                future = rel[:, None, :] + _PREDICT_T[None, :, None] * vel[:, None, :]  # (A, T, 2)
-                n_t = len(_PREDICT_T)
-                dist, along = _project(future.reshape(-1, 2), path, s)
-                dist, along = dist.reshape(-1, n_t), along.reshape(-1, n_t)
-                half = np.where(walkers, np.maximum(arr[:, 4], arr[:, 5]), arr[:, 5]) / 2
-                inside = (dist <= (vp.width / 2 + cfg.corridor_margin + half)[:, None]) & (along > 0.0)
-                if inside.any():
-                    gap = np.where(inside, along, np.inf).min(axis=1) - arr[:, 4] / 2 - cfg.stop_gap
-                    stop = min(stop, float(gap.min()))
-                # walkers heading onto a crosswalk on our path (those standing at the kerb wait for us)
-                moving = walkers & (arr[:, 3] > 0.2)
-                if moving.any():
-                    steps = future[moving].reshape(-1, 2)
-                    for entry, _, poly in spans:
-                        if entry > front and _in_polygon(steps, poly).any():
-                            stop = min(stop, entry - cfg.light_margin)
+                stop = min(stop, self._agent_stop(arr, rel, scene.ego.yaw, path, s))
+                stop, v_cap = self._crosswalk_limits(stop, v_cap, arr[walkers], rel[walkers], scene.ego.yaw, spans)
+                blockers = ~walkers & (arr[:, 3] < 3.0)
+                # do not enter a crosswalk without room to clear it behind a slow vehicle
+                if blockers.any():
+                    _, along = _project(rel[blockers], path, s)
+                    dist, _ = _project(rel[blockers], path, s)
+                    on_path = along[dist <= vp.width / 2 + cfg.corridor_margin + arr[blockers, 5] / 2]
+                    for entry, exit_, _ in spans:
+                        if entry > front and np.any((on_path > entry) & (on_path < exit_ + vp.length + cfg.stop_gap + 2.5)):
+                            stop = min(stop, entry - 0.5)
         if cfg.obey_lights:
-            for light in scene.traffic_lights:
-                if light.state == "g":
-                    continue
-                centre = to_ego_frame(light.stop_line, scene.ego).mean(axis=0)
-                if abs(centre[1]) > cfg.horizon or not -1.0 < centre[0] < cfg.horizon:
-                    continue
-                dist, along = _project(centre[None], path, s)
-                if dist[0] > 2.0 or along[0] < front:
-                    continue  # not on our path, or already past it
-                if light.state == "y" and obs.speed**2 / (2 * cfg.comfort_decel) > along[0] - front:
-                    continue  # too late to stop comfortably on yellow: clear the junction
-                stop = min(stop, float(along[0]) - cfg.light_margin)
+            stop = min(stop, self._light_stop(obs, path, s))
         # never come to rest on a crosswalk we have not yet entered: stop before it instead
         for entry, exit_, _ in spans:
             if front < entry < stop + 0.5 and stop - vp.length < exit_:
                 stop = min(stop, entry - 0.5)
+        return stop, v_cap
+
+    def _agent_stop(self, arr: np.ndarray, rel: np.ndarray, ego_yaw: float, path: np.ndarray, s: np.ndarray) -> float:
+        """Stop point before the nearest agent whose footprint, now or over the next seconds, enters our lane."""
+        cfg, vp = self.config, self.config.vehicle
+        rel_yaw = arr[:, 2] - ego_yaw
+        heading = np.stack([np.cos(rel_yaw), np.sin(rel_yaw)], axis=1)
+        normal = np.stack([-heading[:, 1], heading[:, 0]], axis=1)
+        # centre and four corners of every agent at every prediction time: (A, T, 5, 2)
+        offsets = np.array([[0, 0], [1, 1], [1, -1], [-1, 1], [-1, -1]], dtype=np.float64) / 2
+        body = offsets[None, :, 0:1] * arr[:, None, 4:5] * heading[:, None] + offsets[None, :, 1:2] * arr[:, None, 5:6] * normal[:, None]
+        centres = rel[:, None, :] + _PREDICT_T[None, :, None] * (arr[:, 3:4] * heading)[:, None, :]
+        points = centres[:, :, None, :] + body[:, None, :, :]
+        dist, along = _project(points.reshape(-1, 2), path, s)
+        shape = points.shape[:3]
+        inside = (dist.reshape(shape) <= vp.width / 2 + cfg.corridor_margin) & (along.reshape(shape) > 0.0)
+        if not inside.any():
+            return math.inf
+        return float(np.where(inside, along.reshape(shape), np.inf).min()) - cfg.stop_gap
+
+    def _crosswalk_limits(
+        self, stop: float, v_cap: float, walkers: np.ndarray, rel: np.ndarray, ego_yaw: float, spans: list[tuple[float, float, np.ndarray]]
+    ) -> tuple[float, float]:
+        """Stop before a crosswalk a pedestrian is walking onto; creep towards one with pedestrians at its kerb."""
+        cfg, front = self.config, self.config.vehicle.length / 2
+        if not len(walkers):
+            return stop, v_cap
+        rel_yaw = walkers[:, 2] - ego_yaw
+        vel = walkers[:, 3:4] * np.stack([np.cos(rel_yaw), np.sin(rel_yaw)], axis=1)
+        future = (rel[:, None, :] + _PREDICT_T[None, :, None] * vel[:, None, :])[walkers[:, 3] > 0.2].reshape(-1, 2)
+        for entry, _, poly in spans:
+            if entry <= front:
+                continue
+            if len(future) and _in_polygon(future, poly).any():
+                stop = min(stop, entry - cfg.light_margin)
+            elif np.any(_distance_to_polygon(rel, poly) < cfg.kerb_distance):
+                v_cap = min(v_cap, max(cfg.creep_speed, math.sqrt(2 * cfg.comfort_decel * max(entry - front - cfg.light_margin, 0.0))))
+        return stop, v_cap
+
+    def _light_stop(self, obs: Observation, path: np.ndarray, s: np.ndarray) -> float:
+        cfg, front = self.config, self.config.vehicle.length / 2
+        scene = obs.scene
+        stop = math.inf
+        for light in scene.traffic_lights:
+            if light.state == "g":
+                continue
+            centre = to_ego_frame(light.stop_line, scene.ego).mean(axis=0)
+            if abs(centre[1]) > cfg.horizon or not -1.0 < centre[0] < cfg.horizon:
+                continue
+            dist, along = _project(centre[None], path, s)
+            if dist[0] > 2.0 or along[0] < front:
+                continue  # not on our path, or already past it
+            if light.state == "y" and obs.speed**2 / (2 * cfg.comfort_decel) > along[0] - front:
+                continue  # too late to stop comfortably on yellow: clear the junction
+            stop = min(stop, float(along[0]) - cfg.light_margin)
         return stop
 
     def _accel_command(self, speed: float, v_ref: float, to_stop: float) -> float:
@@ -232,3 +272,10 @@ def _in_polygon(points: np.ndarray, poly: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         x_cross = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
     return (straddle & (x < x_cross)).sum(axis=1) % 2 == 1
+
+
+def _distance_to_polygon(points: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Distance of each point ``(K, 2)`` to the outline of the polygon (0 inside)."""
+    closed = np.vstack([poly, poly[:1]])
+    dist, _ = _project(points, closed, _arc(closed))
+    return np.where(_in_polygon(points, poly), 0.0, dist)
