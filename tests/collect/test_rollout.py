@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -125,6 +126,22 @@ def test_rows_reject_an_action_on_the_last_row_and_rows_after_it(env: DrivingEnv
     rows.add(current.obs, current.bev, None, StepFlags(is_last=True))
     with pytest.raises(ValueError, match="after the final"):
         rows.add(current.obs, current.bev, None, StepFlags(is_last=True))
+
+
+def test_camera_frames_are_stored_as_jpeg(env: DrivingEnv) -> None:
+    """Backends with a camera (CARLA) get their frames into ``camera``; SUMO's null stays null."""
+    current = env.reset(0)
+    rng = np.random.default_rng(0)
+    frame = np.repeat(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], 48, axis=0).repeat(3, axis=2)
+    frame[:8, :8] = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    rows = EpisodeRows("cam", 0, "p", "carla", "m")
+    rows.add(dataclasses.replace(current.obs, camera=frame), current.bev, np.zeros(2))
+    rows.add(current.obs, current.bev, None, StepFlags(is_last=True, truncated=True))
+    cameras = rows.table().column("camera").to_pylist()
+    assert cameras[0][:2] == b"\xff\xd8" and cameras[1] is None  # JPEG start-of-image marker
+    decoded = decode_image(cameras[0])
+    assert decoded.shape == frame.shape
+    assert np.abs(decoded[20:, 16:].astype(int) - frame[20:, 16:]).mean() < 3  # lossy, but the same picture
 
 
 def test_same_seed_gives_the_same_episode(env: DrivingEnv) -> None:
