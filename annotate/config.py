@@ -80,7 +80,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     """The shipped defaults, overlaid by the file at ``path`` (YAML or TOML), then by ``key=value`` overrides."""
     data = default_mapping()
     if path is not None:
-        data = _merge(data, read_file(path), "")
+        layer = read_file(path)
+        _check_layer(AnnotateConfig, layer, str(path))  # unknown keys and wrong types name the file
+        data = _merge(data, layer, "")
     for item in overrides:
         data = apply_override(data, item)
     origin = [str(path)] if path is not None else []
@@ -171,6 +173,20 @@ def to_mapping(config: Any) -> Any:
     if isinstance(config, Path):
         return str(config)
     return config
+
+
+def _check_layer(cls: type, data: Mapping[str, Any], source: str, key: str = "") -> None:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    for name, value in data.items():
+        sub = f"{key}.{name}" if key else name
+        if name not in names:
+            raise ConfigError(f"{source}: {sub}: unknown key; {key or 'the top level'} knows {names}")
+        target = hints[name]
+        if isinstance(target, type) and dataclasses.is_dataclass(target) and isinstance(value, Mapping):
+            _check_layer(target, value, source, sub)
+        else:
+            _coerce(target, value, source, sub)
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any], key: str) -> dict[str, Any]:

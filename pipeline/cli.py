@@ -29,3 +29,7 @@ from pipeline.commands.train import evaluate, export, train  # noqa: E402
 main.add_command(train)
 main.add_command(evaluate)
 main.add_command(export)
+
+from pipeline.commands.annotate import annotate  # noqa: E402
+
+main.add_command(annotate)

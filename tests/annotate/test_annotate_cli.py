@@ -1,0 +1,101 @@
+"""``pipeline annotate`` through click's CliRunner: summary, rerun, conflicts, --replace, --force, config errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from annotate_fixtures import FAST_OVERRIDES, make_dataset
+from pipeline.cli import main
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(str(tmp_path_factory.mktemp("cli") / "ds"), shards=2, episodes_per_shard=1, steps=6)
+
+
+def annotate(dataset, *args: str):
+    sets = [item for override in FAST_OVERRIDES for item in ("--set", override)]
+    return CliRunner().invoke(main, ["annotate", dataset.url, *sets, "--in-process", "--workers", "1", *args])
+
+
+def test_run_rerun_conflict_replace_and_force(dataset):
+    first = annotate(dataset, "--label-set", "clg-v1")
+    assert first.exit_code == 0, first.output
+    assert "2 shard(s) labelled, 0 skipped, 0 failed, of 2" in first.output
+    assert "frames 12" in first.output and "recall 100.0 %" in first.output
+
+    again = annotate(dataset, "--label-set", "clg-v1")
+    assert again.exit_code == 0 and "0 shard(s) labelled, 2 skipped" in again.output
+
+    changed = annotate(dataset, "--label-set", "clg-v1", "--set", "prompts.positive=An empty road")
+    assert changed.exit_code == 1
+    assert "prompts.positive" in changed.output and "--replace" in changed.output
+    assert dataset.label_set("clg-v1").spec()["spec"]["prompts"]["positive"] != "An empty road"
+
+    replaced = annotate(dataset, "--label-set", "clg-v1", "--set", "prompts.positive=An empty road", "--replace")
+    assert replaced.exit_code == 0 and "2 shard(s) labelled" in replaced.output
+    document = dataset.label_set("clg-v1").spec()
+    assert document["spec"]["prompts"]["positive"] == "An empty road"
+    assert document["provenance"]["counts"] == {"shards": 2, "frames": 12}
+
+    forced = annotate(dataset, "--label-set", "clg-v1", "--set", "prompts.positive=An empty road", "--force")
+    assert forced.exit_code == 0 and "2 shard(s) labelled, 0 skipped" in forced.output
+
+
+def test_config_file_and_overrides_are_layered_and_shown(dataset, tmp_path):
+    toml = tmp_path / "annotate.toml"
+    toml.write_text('[reward]\npenalty = 0.0\ntarget_speed_kmh = 30.0\n[prompts]\nnegative = "A crash"\n')
+    shown = annotate(dataset, "--label-set", "x", "--config", str(toml), "--set", "reward.target_speed_kmh=40", "--show-config")
+    assert shown.exit_code == 0, shown.output
+    assert "penalty: 0.0" in shown.output and "target_speed_kmh: 40.0" in shown.output and "negative: A crash" in shown.output
+    assert "x" not in dataset.label_sets()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "gate.confidnce=0.3"], "gate.confidnce"),
+        (["--set", "reward.penalty=high"], "reward.penalty: expected a number"),
+        (["--set", "reward.penalty=3"], "penalty must be"),
+        (["--set", "nonsense"], "expected KEY=VALUE"),
+        (["--clip-checkpoint", "/no/such/file.pt"], "/no/such/file.pt"),
+        (["--label-set", "bad/name"], "invalid label set name"),
+    ],
+)
+def test_bad_options_fail_with_a_message_naming_them(dataset, args, message):
+    if "--label-set" not in args:
+        args = ["--label-set", "y", *args]
+    result = annotate(dataset, *args)
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_yaml_file_with_an_unknown_section_is_named(dataset, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(json.dumps({"clip": {"model": "ViT-S-32-alt"}, "gates": {}}))
+    result = annotate(dataset, "--label-set", "z", "--config", str(bad))
+    assert result.exit_code == 1 and f"{bad}: gates: unknown key" in result.output
+
+
+def test_missing_dataset_is_reported(tmp_path):
+    result = CliRunner().invoke(main, ["annotate", str(tmp_path / "nothing"), "--label-set", "a", "--set", "clip.pretrained=none"])
+    assert result.exit_code == 1 and "dataset.json" in result.output
+
+
+def test_shipped_default_file_documents_exactly_the_dataclass_defaults():
+    from annotate.config import AnnotateConfig, default_mapping, load_config, to_mapping
+
+    assert load_config() == AnnotateConfig()
+    assert default_mapping() == to_mapping(AnnotateConfig())  # every key present, none stale
+
+
+def test_override_values_are_parsed_for_the_type_of_their_key():
+    from annotate.config import load_config
+
+    config = load_config(None, ["prompts.positive=yes", "gate.classes=person, bicycle", "vlm.max_image_side=null", "clip.batch_size=8", "prompts.alpha=1"])
+    assert config.prompts.positive == "yes"  # free text stays text, even where YAML would read a boolean
+    assert config.gate.classes == ("person", "bicycle")
+    assert config.vlm.max_image_side is None and config.clip.batch_size == 8 and config.prompts.alpha == 1.0
