@@ -13,7 +13,7 @@ from annotate.vlm import VlmConfig, make_vlm_backend
 
 def _config(model, **changes) -> VlmConfig:
     return VlmConfig(**{"backend": "transformers", "model": str(model), "prompt": TEST_PROMPT,
-                        "max_new_tokens": 24, "device": "cpu", **changes})
+                        "max_new_tokens": 16, "device": "cpu", **changes})
 
 
 def test_random_model_answers_are_retried_then_recorded_not_raised(tiny_qwen3_vl):

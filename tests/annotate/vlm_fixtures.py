@@ -122,38 +122,43 @@ def build_tiny_qwen3_vl(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def teach_answer(path: Path, answer: str, prompt: str, max_steps: int = 150, seed: int = 0) -> None:
+def teach_answer(path: Path, answer: str, prompt: str, max_steps: int = 300, seed: int = 0) -> None:
     """Fine-tune the saved model in place until it answers ``answer`` to ``prompt``, whatever the frames.
 
     Gives the tests a model whose greedy output is a known valid answer, through the same code paths
-    as the random one. Several sets of random frames teach it to ignore them; training stops once
-    the answer's mean token loss is far below what greedy decoding needs to reproduce it.
+    as the random one. Frames of varied sizes and kinds (noise, flat colour, gradients) teach it to
+    ignore them; training stops once a whole cycle of batches has a loss far below what greedy
+    decoding needs to reproduce the answer.
     """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    processor.tokenizer.padding_side = "right"
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, local_files_only=True)
     content = [{"type": "image"} for _ in range(4)] + [{"type": "text", "text": prompt}]
     chat = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
-    texts = [chat + answer + "<|im_end|>"] * 2
+    texts = [chat + answer + "<|im_end|>"] * 4
     answer_length = len(processor.tokenizer(answer + "<|im_end|>")["input_ids"])
     rng = np.random.default_rng(seed)
     batches = []
-    for _ in range(4):
-        images = [[Image.fromarray(_random_frame(rng)) for _ in range(4)] for _ in texts]
-        batch = processor(text=texts, images=images, return_tensors="pt")
-        labels = batch["input_ids"].clone()
-        labels[:, :-answer_length] = -100
+    for _ in range(6):
+        images = [[Image.fromarray(_varied_frame(rng)) for _ in range(4)] for _ in texts]
+        batch = processor(text=texts, images=images, padding=True, return_tensors="pt")
+        labels = torch.full_like(batch["input_ids"], -100)
+        for row, length in enumerate(batch["attention_mask"].sum(dim=1).tolist()):
+            labels[row, length - answer_length : length] = batch["input_ids"][row, length - answer_length : length]
         batches.append((batch, labels))
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
+    recent: list[float] = []
     for step in range(max_steps):
         batch, labels = batches[step % len(batches)]
         optimizer.zero_grad()
         loss = model(**batch, labels=labels).loss
-        if loss.item() < 0.02:
+        recent = [*recent[1 - len(batches) :], loss.item()]
+        if len(recent) == len(batches) and max(recent) < 0.02:
             break
         loss.backward()
         optimizer.step()
@@ -169,6 +174,18 @@ def random_window(rng: np.random.Generator, frames: int = 4, size: tuple[int, in
         Image.fromarray(_random_frame(rng, size)).save(buffer, format="PNG" if index % 2 == 0 else "JPEG")
         window.append(buffer.getvalue())
     return window
+
+
+def _varied_frame(rng: np.random.Generator) -> np.ndarray:
+    """A frame of random size: noise, a flat colour or a colour gradient."""
+    size = (int(rng.integers(24, 160)), int(rng.integers(24, 160)))
+    kind = rng.integers(3)
+    if kind == 0:
+        return _random_frame(rng, size)
+    if kind == 1:
+        return np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (*size, 3)).copy()
+    ramp = np.linspace(0.0, 1.0, size[1])[None, :, None] * rng.uniform(0, 255, 3)
+    return np.broadcast_to(ramp, (*size, 3)).astype(np.uint8)
 
 
 def _random_frame(rng: np.random.Generator, size: tuple[int, int] = (48, 64)) -> np.ndarray:
