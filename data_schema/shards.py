@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from data_schema.errors import SchemaError
+from data_schema.errors import DatasetError, SchemaError
 from data_schema.schema import ACTION_SIZE, META_KIND, META_LABEL_SET_HASH, META_SCHEMA_VERSION, SCHEMA_VERSION, SCHEMAS, with_metadata
-from data_schema.storage import atomic_write
+from data_schema.storage import atomic_write, is_local
 
 
 def conform(table: pa.Table, kind: str, path: str) -> pa.Table:
@@ -50,11 +50,19 @@ def write_shard(
     atomic_write(fs, path, write)
 
 
+def _open(fs: fsspec.AbstractFileSystem, path: str):
+    """Local shards open as native Arrow files: pyarrow 23 can abort at interpreter exit after threaded reads
+    through Python file objects (apache/arrow#50482), so those are read single-threaded."""
+    return pa.OSFile(path, "rb") if is_local(fs) else fs.open(path, "rb")
+
+
 def shard_metadata(fs: fsspec.AbstractFileSystem, path: str) -> dict[bytes, bytes]:
     """The Parquet key-value metadata of a shard (reads only the footer)."""
     try:
-        with fs.open(path, "rb") as f:
+        with _open(fs, path) as f:
             return pq.read_schema(f).metadata or {}
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such shard") from None
     except (pa.ArrowInvalid, OSError) as e:
         raise SchemaError(path, f"not a readable Parquet file ({e}); delete it and rerun the stage that wrote it") from e
 
@@ -85,7 +93,7 @@ def read_shard(
         if unknown:
             raise SchemaError(path, f"no such column; known columns: {schema.names}", column=unknown[0])
     try:
-        with fs.open(path, "rb") as f:
+        with _open(fs, path) as f:
             parquet = pq.ParquetFile(f)
             meta = parquet.schema_arrow.metadata or {}
             check_metadata(path, meta, kind)
@@ -97,9 +105,11 @@ def read_shard(
             missing = [c for c in wanted if c not in present]
             if missing:
                 raise SchemaError(path, "column missing from the shard", column=missing[0])
-            table = parquet.read(columns=wanted)
+            table = parquet.read(columns=wanted, use_threads=is_local(fs))
     except SchemaError:
         raise
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such shard") from None
     except (pa.ArrowInvalid, OSError) as e:
         raise SchemaError(path, f"corrupt or truncated Parquet file ({e}); delete it and rerun the stage that wrote it") from e
     for name in wanted:

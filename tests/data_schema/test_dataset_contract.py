@@ -303,3 +303,23 @@ def test_action_must_hold_two_values(tmp_path):
     bad = pa.array([[0.1, 0.2, 0.3], [0.0, 0.0], None], pa.list_(pa.float32()))
     with pytest.raises(SchemaError, match="column 'action'"):
         ds.write_episode_shard("bad", table.set_column(table.schema.get_field_index("action"), "action", bad))
+
+
+@pytest.mark.parametrize("shape", [(128, 128, 3), (5, 7, 3), (1, 1, 3)])
+def test_png_encoding_is_lossless_and_standard(shape):
+    from PIL import Image
+    import io
+
+    rgb = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    data = encode_png(rgb)
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG" and image.mode == "RGB" and image.size == (shape[1], shape[0])
+        assert np.array_equal(np.asarray(image), rgb)
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        encode_png(rgb.astype(np.float32))
+
+
+def test_missing_label_shard_is_named(dataset):
+    labels = label_set_with(dataset, "v1", {"s0": 0.0})
+    with pytest.raises(DatasetError, match=r"s1\.parquet: no such shard"):
+        labels.read_shard("s1")
