@@ -3,6 +3,8 @@
 Requests run in a bounded thread pool (``concurrency``); connection errors, timeouts, 408/429 and 5xx
 are retried with exponential back-off (``max_http_retries``), then recorded as a transient failure of
 that window. Other 4xx answers mean the request itself is wrong (model name, key, options): they raise.
+Serve the model with room for a whole window, e.g.
+``vllm serve Qwen/Qwen3-VL-8B-Instruct --limit-mm-per-prompt '{"image": 4}'`` for K = 3.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Weights are loaded from a directory only (``local_files_only``): a run never dow
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ class TransformersVlm:
         self._model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, local_files_only=True)
         self._model.to(self._device).eval()
         self._generation_config = _generation_config(self._model.generation_config, config)
+        # One generate at a time: worker threads share this model, and seeding uses torch's global RNG.
+        self._lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -73,7 +76,7 @@ class TransformersVlm:
         texts = [self._processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
         inputs = self._processor(text=texts, images=images, padding=True, return_tensors="pt").to(self._device)
         devices = [self._device] if self._device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+        with self._lock, torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(self.config.seed)
             output = self._model.generate(**inputs, generation_config=self._generation_config)
         new_tokens = output[:, inputs["input_ids"].shape[1] :]

@@ -8,6 +8,7 @@ functions, tested without vLLM; only :class:`VllmVlm` touches the engine.
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,7 @@ class VllmVlm:
         self.config = config
         self._llm = vllm.LLM(**engine_kwargs(config))
         self._sampling = vllm.SamplingParams(**sampling_kwargs(config), **structured_outputs_kwargs(config, api))
+        self._lock = threading.Lock()  # LLM is not thread-safe; dask worker threads share this backend
 
     @property
     def model_id(self) -> str:
@@ -112,7 +114,8 @@ class VllmVlm:
 
         def generate(indices: Sequence[int], messages: Sequence[list[dict[str, Any]]]) -> list[Reply]:
             requests = conversations(messages, [urls[i] for i in indices])
-            outputs = self._llm.chat(requests, self._sampling, use_tqdm=False)
+            with self._lock:
+                outputs = self._llm.chat(requests, self._sampling, use_tqdm=False)
             return [Reply(output.outputs[0].text) for output in outputs]
 
         return assess_with_retries(len(windows), self.config, generate)

@@ -177,7 +177,7 @@ def test_transformers_serve_answers_through_the_openai_backend(tiny_qwen3_vl_ans
         port = probe.getsockname()[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     log = (tmp_path / "serve.log").open("w")
-    command = ["transformers", "serve", str(tiny_qwen3_vl_answering), "--host", "127.0.0.1", "--port", str(port),
+    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(tiny_qwen3_vl_answering), "--host", "127.0.0.1", "--port", str(port),
                "--device", "cpu"]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
