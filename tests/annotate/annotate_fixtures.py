@@ -7,8 +7,11 @@ road ahead during part of each episode, so the scene gate fires on some frames a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from annotate.config import load_config
 from data_schema import ROUTE_AHEAD_POINTS, Dataset, encode_jpeg, encode_png
@@ -25,6 +28,11 @@ FAST_OVERRIDES = (
 
 _SIZE = 64
 _PX_PER_M = 2.0
+
+
+#: Collected SUMO episodes for the end-to-end tests: short, one per shard.
+SUMO_EPISODES = 4
+SUMO_STEPS = 12
 
 
 def fast_config(*extra: str):
@@ -132,3 +140,22 @@ def make_dataset(root: str, shards: int = 3, episodes_per_shard: int = 2, steps:
                                         collision_at=steps - 1 if index % 4 == 3 else None))
         ds.write_episode_shard(f"s{s:02d}", pa.concat_tables(episodes))
     return ds
+
+
+def collect_sumo(root: Path) -> Dataset:
+    """A real SUMO dataset (bundled town, expert policy, pedestrians and cyclists), built once per session."""
+    from collect.collector import collect_episodes
+    from collect.env import EnvSpec, EpisodeLimits
+
+    done = root / "collected"
+    if not done.is_file():
+        collect_episodes(str(root / "ds"), EnvSpec(sim="sumo", limits=EpisodeLimits(max_steps=SUMO_STEPS)), "expert",
+                         episodes=SUMO_EPISODES, seed=3, episodes_per_shard=1)
+        done.touch()
+    return Dataset.open(str(root / "ds"))
+
+
+@pytest.fixture(scope="session")
+def sumo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """Read-only: copy it before labelling (``shutil.copytree(sumo_dataset.path, ...)``)."""
+    return collect_sumo(tmp_path_factory.getbasetemp() / "annotate_sumo")

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
 
-from annotate_fixtures import FAST_OVERRIDES, make_dataset
+from annotate_fixtures import FAST_OVERRIDES, SUMO_EPISODES, sumo_dataset  # noqa: F401
+from data_schema import Dataset
 from pipeline.cli import main
 
-
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return make_dataset(str(tmp_path_factory.mktemp("cli") / "ds"), shards=2, episodes_per_shard=1, steps=6)
+def dataset(sumo_dataset, tmp_path_factory):
+    """A copy of the collected SUMO dataset (four one-episode shards) for this module to label."""
+    return Dataset.open(str(shutil.copytree(sumo_dataset.path, tmp_path_factory.mktemp("cli") / "ds")))
 
 
 def annotate(dataset, *args: str):
@@ -22,13 +24,14 @@ def annotate(dataset, *args: str):
 
 
 def test_run_rerun_conflict_replace_and_force(dataset):
+    frames = sum(dataset.read_shard(s, ["step"]).num_rows for s in dataset.shards())
     first = annotate(dataset, "--label-set", "clg-v1")
     assert first.exit_code == 0, first.output
-    assert "2 shard(s) labelled, 0 skipped, 0 failed, of 2" in first.output
-    assert "frames 12" in first.output and "recall 100.0 %" in first.output
+    assert f"{SUMO_EPISODES} shard(s) labelled, 0 skipped, 0 failed, of {SUMO_EPISODES}" in first.output
+    assert f"frames {frames}" in first.output and "recall 100.0 %" in first.output
 
     again = annotate(dataset, "--label-set", "clg-v1")
-    assert again.exit_code == 0 and "0 shard(s) labelled, 2 skipped" in again.output
+    assert again.exit_code == 0 and f"0 shard(s) labelled, {SUMO_EPISODES} skipped" in again.output
 
     changed = annotate(dataset, "--label-set", "clg-v1", "--set", "prompts.positive=An empty road")
     assert changed.exit_code == 1
@@ -36,13 +39,22 @@ def test_run_rerun_conflict_replace_and_force(dataset):
     assert dataset.label_set("clg-v1").spec()["spec"]["prompts"]["positive"] != "An empty road"
 
     replaced = annotate(dataset, "--label-set", "clg-v1", "--set", "prompts.positive=An empty road", "--replace")
-    assert replaced.exit_code == 0 and "2 shard(s) labelled" in replaced.output
+    assert replaced.exit_code == 0 and f"{SUMO_EPISODES} shard(s) labelled" in replaced.output
     document = dataset.label_set("clg-v1").spec()
     assert document["spec"]["prompts"]["positive"] == "An empty road"
-    assert document["provenance"]["counts"] == {"shards": 2, "frames": 12}
+    assert document["provenance"]["counts"] == {"shards": SUMO_EPISODES, "frames": frames}
 
     forced = annotate(dataset, "--label-set", "clg-v1", "--set", "prompts.positive=An empty road", "--force")
-    assert forced.exit_code == 0 and "2 shard(s) labelled, 0 skipped" in forced.output
+    assert forced.exit_code == 0 and f"{SUMO_EPISODES} shard(s) labelled, 0 skipped" in forced.output
+
+
+def test_camera_gate_on_a_dataset_without_camera_falls_back_to_the_scene(dataset):
+    result = annotate(dataset, "--label-set", "fallback", "--set", "gate.source=camera")
+    assert result.exit_code == 0, result.output
+    labels = dataset.label_set("fallback")
+    assert labels.spec()["spec"]["gate"]["fallback"] == "scene" and "weights_id" not in labels.spec()["spec"]["gate"]
+    sources = {s for shard in labels.shards() for s in labels.read_shard(shard, ["gate_source"]).column("gate_source").to_pylist()}
+    assert sources == {"scene"}
 
 
 def test_config_file_and_overrides_are_layered_and_shown(dataset, tmp_path):

@@ -16,7 +16,7 @@ import pytest
 from dask.distributed import Client
 
 from annotate.run import RunOptions, annotate_dataset
-from annotate_fixtures import fast_config, make_dataset
+from annotate_fixtures import fast_config, sumo_dataset  # noqa: F401
 from data_schema import Dataset
 
 pytestmark = pytest.mark.slow
@@ -67,16 +67,17 @@ def assert_same_labels(a: Dataset, b: Dataset, name: str) -> None:
                 assert ta.column(column).equals(tb.column(column)), column
 
 
-def test_separate_scheduler_gives_the_labels_of_the_local_cluster_with_models_loaded_once_per_worker(scheduler, tmp_path):
-    source = make_dataset(str(tmp_path / "source"), shards=4, episodes_per_shard=1, steps=6)
-    local = Dataset.open(shutil.copytree(source.path, tmp_path / "local"))
-    remote = Dataset.open(shutil.copytree(source.path, tmp_path / "remote"))
+def test_separate_scheduler_gives_the_labels_of_the_local_cluster_with_models_loaded_once_per_worker(scheduler, sumo_dataset, tmp_path):
+    local = Dataset.open(str(shutil.copytree(sumo_dataset.path, tmp_path / "local")))
+    remote = Dataset.open(str(shutil.copytree(sumo_dataset.path, tmp_path / "remote")))
     config = fast_config()
+    shards = len(sumo_dataset.shards())
+    frames = sum(sumo_dataset.read_shard(s, ["step"]).num_rows for s in sumo_dataset.shards())
 
     summary = annotate_dataset(local.url, config, RunOptions("clg", workers=2, progress=False))
-    assert summary.done == 4 and not summary.failed
+    assert summary.done == shards and not summary.failed
     summary = annotate_dataset(remote.url, config, RunOptions("clg", scheduler=scheduler, progress=False))
-    assert summary.done == 4 and not summary.failed and summary.frames == 24
+    assert summary.done == shards and not summary.failed and summary.frames == frames and summary.gated > 0
     assert_same_labels(local, remote, "clg")
 
     loads: dict[int, int] = {}
@@ -85,11 +86,11 @@ def test_separate_scheduler_gives_the_labels_of_the_local_cluster_with_models_lo
     assert all(n <= 1 for n in loads.values()), loads  # CLIP at most once per worker process, whatever the shard count
 
     again = annotate_dataset(remote.url, config, RunOptions("clg", scheduler=scheduler, progress=False))
-    assert again.done == 0 and again.skipped == 4
+    assert again.done == 0 and again.skipped == shards
 
 
-def test_a_worker_killed_mid_run_is_replaced_and_every_shard_is_labelled_exactly_once(scheduler, tmp_path):
-    dataset = make_dataset(str(tmp_path / "ds"), shards=6, episodes_per_shard=1, steps=8)
+def test_a_worker_killed_mid_run_is_replaced_and_every_shard_is_labelled_exactly_once(scheduler, sumo_dataset, tmp_path):
+    dataset = Dataset.open(str(shutil.copytree(sumo_dataset.path, tmp_path / "ds")))
     config = fast_config("prompts.positive=A quiet street")  # a label set the workers have not seen: fresh work
     result: dict = {}
     run = threading.Thread(
@@ -111,7 +112,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_every_shard_is_labelled_exactly
         run.join(timeout=600)
     assert killed is not None, "the run ended before a worker could be killed mid-task"
     summary = result["summary"]
-    assert not summary.failed and summary.done == 6
+    assert not summary.failed and summary.done == len(dataset.shards())
     labelled = [stats.shard for stats in summary.stats]
     assert sorted(labelled) == dataset.shards()  # each shard reported once
     rerun = next(stats for stats in summary.stats if stats.shard == killed[1])
