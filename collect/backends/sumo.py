@@ -150,20 +150,25 @@ class SumoBackend:
     # ---- episode set-up -------------------------------------------------------------------------------
 
     def _sumo_args(self, seed: int) -> list[str]:
-        return [
-            "-n", str(self.config.net_file),
-            "--step-length", repr(self.config.dt),
-            "--seed", str(seed),
-            "--no-step-log", "true",
-            "--no-warnings", "true",
-            "--xml-validation", "never",
-            "--collision.action", "warn",
-            "--collision.check-junctions", "true",
-            "--collision.mingap-factor", "0",
-            "--time-to-teleport", "-1",
-            "--begin", "0",
-            *self.config.sumo_options,
-        ]
+        """SUMO's command line; an option given in ``sumo_options`` replaces the default of the same name."""
+        defaults = {
+            "--step-length": repr(self.config.dt),
+            "--seed": str(seed),
+            "--no-step-log": "true",
+            "--no-warnings": "true",
+            "--xml-validation": "never",
+            "--collision.action": "warn",
+            "--collision.check-junctions": "true",
+            "--collision.mingap-factor": "0",
+            "--time-to-teleport": "-1",
+            "--begin": "0",
+        }
+        overridden = {tok.split("=", 1)[0] for tok in self.config.sumo_options if tok.startswith("-")}
+        args = ["-n", str(self.config.net_file)]
+        for flag, value in defaults.items():
+            if flag not in overridden:
+                args += [flag, value]
+        return args + list(self.config.sumo_options)
 
     def sample_route(self, rng: np.random.Generator) -> EgoRoute:
         """A random drive over the network with at least ``min_turns`` turns, cut to a length in bounds."""
@@ -270,11 +275,15 @@ class SumoBackend:
             raise ValueError(f"seed must be >= 0, got {seed}")
         global _active, _running
         args = self._sumo_args(seed)
-        if _running:
-            libsumo.simulation.load(args)
-        else:
-            libsumo.start(["sumo", *args])
-            _running = True
+        try:
+            if _running:
+                libsumo.simulation.load(args)
+            else:
+                libsumo.start(["sumo", *args])
+                _running = True
+        except libsumo.TraCIException as exc:
+            _running, _active = False, None
+            raise ValueError(f"SUMO did not start with {' '.join(args)} (check SumoConfig.sumo_options): {exc}") from exc
         _active = self
         self._pinned = {}
         self._define_types()

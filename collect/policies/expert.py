@@ -52,17 +52,29 @@ def _arc(path: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))])
 
 
-def _project(points: np.ndarray, path: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distance of each point ``(K, 2)`` to the polyline and the arc length of its closest point."""
+def _project(points: np.ndarray, path: np.ndarray, s: np.ndarray, reach: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
+    """Distance of each point ``(K, 2)`` to the polyline and the arc length of its closest point.
+
+    Points farther than ``reach`` outside the polyline's bounding box are not projected (distance inf).
+    """
+    dist_out = np.full(len(points), np.inf)
+    along_out = np.zeros(len(points))
+    lo, hi = path.min(axis=0) - reach, path.max(axis=0) + reach
+    near = np.all((points >= lo) & (points <= hi), axis=1)
+    if not near.any():
+        return dist_out, along_out
+    pts = points[near]
     a, d = path[:-1], np.diff(path, axis=0)
     len2 = np.maximum(np.einsum("ij,ij->i", d, d), 1e-12)
-    rel = points[:, None, :] - a[None]
+    rel = pts[:, None, :] - a[None]
     t = np.clip(np.einsum("kij,ij->ki", rel, d) / len2, 0.0, 1.0)
     off = rel - t[..., None] * d[None]
-    dist = np.linalg.norm(off, axis=2)
-    i = np.argmin(dist, axis=1)
-    k = np.arange(len(points))
-    return dist[k, i], s[i] + t[k, i] * np.sqrt(len2[i])
+    dist2 = np.einsum("kij,kij->ki", off, off)
+    i = np.argmin(dist2, axis=1)
+    k = np.arange(len(pts))
+    dist_out[near] = np.sqrt(dist2[k, i])
+    along_out[near] = s[i] + t[k, i] * np.sqrt(len2[i])
+    return dist_out, along_out
 
 
 class ExpertPolicy:
@@ -72,7 +84,7 @@ class ExpertPolicy:
 
     def __init__(self, config: ExpertConfig | None = None) -> None:
         self.config = config or ExpertConfig()
-        self._crosswalks: tuple[MapGeometry, list[np.ndarray], np.ndarray, np.ndarray] | None = None
+        self._crosswalks: tuple[MapGeometry, _CrosswalkIndex] | None = None  # built once per map
 
     def reset(self, seed: int) -> None:
         """The expert is deterministic; the seed is accepted for the Policy protocol."""
@@ -141,24 +153,22 @@ class ExpertPolicy:
 
     # ---- longitudinal -------------------------------------------------------------------------------
 
-    def _crosswalk_spans(self, scene: Scene, path: np.ndarray, s: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
-        """(entry, exit, polygon in the ego frame) of every crosswalk the path runs through."""
+    def _crosswalk_spans(self, scene: Scene, path: np.ndarray, s: np.ndarray) -> list[tuple[float, float, int]]:
+        """(entry, exit, crosswalk index) of every crosswalk the path runs through (tested in the world frame)."""
         if self._crosswalks is None or self._crosswalks[0] is not scene.map:
-            polys = [np.asarray(p, dtype=np.float64) for p in scene.map.crosswalks]
-            centres = np.array([p.mean(axis=0) for p in polys]).reshape(-1, 2)
-            radii = np.array([np.linalg.norm(p - c, axis=1).max() for p, c in zip(polys, centres)])
-            self._crosswalks = (scene.map, polys, centres, radii)
-        _, polys, centres, radii = self._crosswalks
-        if not polys:
+            self._crosswalks = (scene.map, _CrosswalkIndex(scene.map.crosswalks))
+        index = self._crosswalks[1]
+        if not index.polygons:
             return []
-        near = np.hypot(centres[:, 0] - scene.ego.x, centres[:, 1] - scene.ego.y) <= self.config.horizon + radii
+        near = np.hypot(index.centres[:, 0] - scene.ego.x, index.centres[:, 1] - scene.ego.y) <= self.config.horizon + index.radii
+        c, si = math.cos(scene.ego.yaw), math.sin(scene.ego.yaw)
+        world = path @ np.array([[c, si], [-si, c]]) + (scene.ego.x, scene.ego.y)
         spans = []
         for i in np.nonzero(near)[0]:
-            local = to_ego_frame(polys[i], scene.ego)
-            inside = _in_polygon(path, local)
+            inside = index.contains(int(i), world)
             if inside.any():
                 idx = np.nonzero(inside)[0]
-                spans.append((float(s[idx[0]]), float(s[idx[-1]]), local))
+                spans.append((float(s[idx[0]]), float(s[idx[-1]]), int(i)))
         return spans
 
     def _limits(self, obs: Observation, path: np.ndarray, s: np.ndarray) -> tuple[float, float]:
@@ -176,12 +186,11 @@ class ExpertPolicy:
             arr, rel = arr[keep], rel[keep]
             if len(arr):
                 stop = min(stop, self._agent_stop(arr, rel, scene.ego.yaw, path, s))
-                stop, v_cap = self._crosswalk_limits(stop, v_cap, arr[walkers], rel[walkers], scene.ego.yaw, spans)
+                stop, v_cap = self._crosswalk_limits(stop, v_cap, arr[walkers], spans)
                 blockers = ~walkers & (arr[:, 3] < 3.0)
                 # do not enter a crosswalk without room to clear it behind a slow vehicle
                 if blockers.any():
-                    _, along = _project(rel[blockers], path, s)
-                    dist, _ = _project(rel[blockers], path, s)
+                    dist, along = _project(rel[blockers], path, s)
                     on_path = along[dist <= vp.width / 2 + cfg.corridor_margin + arr[blockers, 5] / 2]
                     for entry, exit_, _ in spans:
                         if entry > front and np.any((on_path > entry) & (on_path < exit_ + vp.length + cfg.stop_gap + 2.5)):
@@ -205,29 +214,28 @@ class ExpertPolicy:
         body = offsets[None, :, 0:1] * arr[:, None, 4:5] * heading[:, None] + offsets[None, :, 1:2] * arr[:, None, 5:6] * normal[:, None]
         centres = rel[:, None, :] + _PREDICT_T[None, :, None] * (arr[:, 3:4] * heading)[:, None, :]
         points = centres[:, :, None, :] + body[:, None, :, :]
-        dist, along = _project(points.reshape(-1, 2), path, s)
+        reach = vp.width / 2 + cfg.corridor_margin
+        dist, along = _project(points.reshape(-1, 2), path, s, reach)
         shape = points.shape[:3]
         inside = (dist.reshape(shape) <= vp.width / 2 + cfg.corridor_margin) & (along.reshape(shape) > 0.0)
         if not inside.any():
             return math.inf
         return float(np.where(inside, along.reshape(shape), np.inf).min()) - cfg.stop_gap
 
-    def _crosswalk_limits(
-        self, stop: float, v_cap: float, walkers: np.ndarray, rel: np.ndarray, ego_yaw: float, spans: list[tuple[float, float, np.ndarray]]
-    ) -> tuple[float, float]:
+    def _crosswalk_limits(self, stop: float, v_cap: float, walkers: np.ndarray, spans: list[tuple[float, float, int]]) -> tuple[float, float]:
         """Stop before a crosswalk a pedestrian is walking onto; creep towards one with pedestrians at its kerb."""
         cfg, front = self.config, self.config.vehicle.length / 2
-        if not len(walkers):
+        if not len(walkers) or not spans:
             return stop, v_cap
-        rel_yaw = walkers[:, 2] - ego_yaw
-        vel = walkers[:, 3:4] * np.stack([np.cos(rel_yaw), np.sin(rel_yaw)], axis=1)
-        future = (rel[:, None, :] + _PREDICT_T[None, :, None] * vel[:, None, :])[walkers[:, 3] > 0.2].reshape(-1, 2)
-        for entry, _, poly in spans:
+        index = self._crosswalks[1]
+        vel = walkers[:, 3:4] * np.stack([np.cos(walkers[:, 2]), np.sin(walkers[:, 2])], axis=1)
+        future = (walkers[:, None, :2] + _PREDICT_T[None, :, None] * vel[:, None, :])[walkers[:, 3] > 0.2].reshape(-1, 2)
+        for entry, _, i in spans:
             if entry <= front:
                 continue
-            if len(future) and _in_polygon(future, poly).any():
+            if len(future) and index.contains(i, future).any():
                 stop = min(stop, entry - cfg.light_margin)
-            elif np.any(_distance_to_polygon(rel, poly) < cfg.kerb_distance):
+            elif np.any(index.distance(i, walkers[:, :2]) < cfg.kerb_distance):
                 v_cap = min(v_cap, max(cfg.creep_speed, math.sqrt(2 * cfg.comfort_decel * max(entry - front - cfg.light_margin, 0.0))))
         return stop, v_cap
 
@@ -263,19 +271,27 @@ class ExpertPolicy:
         return float(np.clip(accel / vp.max_brake, -1.0, 0.0))
 
 
-def _in_polygon(points: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    """Even-odd rule: which of ``points (K, 2)`` lie inside the polygon ``(M, 2)``."""
-    x, y = points[:, 0:1], points[:, 1:2]
-    x0, y0 = poly[:, 0][None], poly[:, 1][None]
-    x1, y1 = np.roll(poly[:, 0], -1)[None], np.roll(poly[:, 1], -1)[None]
-    straddle = (y0 > y) != (y1 > y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x_cross = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
-    return (straddle & (x < x_cross)).sum(axis=1) % 2 == 1
+class _CrosswalkIndex:
+    """A map's crosswalk polygons with what point-in-polygon and distance tests need, computed once."""
 
+    def __init__(self, polygons: tuple[np.ndarray, ...]) -> None:
+        self.polygons = [np.asarray(p, dtype=np.float64) for p in polygons]
+        self.centres = np.array([p.mean(axis=0) for p in self.polygons]).reshape(-1, 2)
+        self.radii = np.array([np.linalg.norm(p - c, axis=1).max() for p, c in zip(self.polygons, self.centres)])
+        self._edges = [(p[:, 0], p[:, 1], np.roll(p[:, 0], -1), np.roll(p[:, 1], -1)) for p in self.polygons]
+        self._outlines = [np.vstack([p, p[:1]]) for p in self.polygons]
 
-def _distance_to_polygon(points: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    """Distance of each point ``(K, 2)`` to the outline of the polygon (0 inside)."""
-    closed = np.vstack([poly, poly[:1]])
-    dist, _ = _project(points, closed, _arc(closed))
-    return np.where(_in_polygon(points, poly), 0.0, dist)
+    def contains(self, i: int, points: np.ndarray) -> np.ndarray:
+        """Even-odd rule: which of ``points (K, 2)`` lie inside polygon ``i``."""
+        x0, y0, x1, y1 = self._edges[i]
+        x, y = points[:, 0:1], points[:, 1:2]
+        straddle = (y0 > y) != (y1 > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_cross = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
+        return (straddle & (x < x_cross)).sum(axis=1) % 2 == 1
+
+    def distance(self, i: int, points: np.ndarray) -> np.ndarray:
+        """Distance of each point to polygon ``i`` (0 inside)."""
+        outline = self._outlines[i]
+        dist, _ = _project(points, outline, _arc(outline))
+        return np.where(self.contains(i, points), 0.0, dist)

@@ -285,6 +285,22 @@ def test_step_rejects_malformed_actions(backend: SumoBackend) -> None:
         backend.step(np.zeros(3))
 
 
+def test_sumo_options_override_defaults_and_bad_ones_fail_clearly() -> None:
+    backend = SumoBackend(dataclasses.replace(QUIET, sumo_options=("--collision.check-junctions", "false")))
+    args = backend._sumo_args(7)
+    assert args.count("--collision.check-junctions") == 1 and args[args.index("--collision.check-junctions") + 1] == "false"
+    assert args[args.index("--seed") + 1] == "7"
+    try:
+        backend.reset(1)
+        with pytest.raises(ValueError, match="sumo_options"):
+            SumoBackend(dataclasses.replace(QUIET, sumo_options=("--no-such-option", "1"))).reset(1)
+        with pytest.raises(RuntimeError):
+            backend.step(np.zeros(2))  # the failed start ended the simulation it held
+        assert backend.reset(1).t == pytest.approx(backend.dt)
+    finally:
+        backend.close()
+
+
 def test_config_is_a_frozen_dataclass() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         SumoConfig().dt = 0.2  # type: ignore[misc]
