@@ -147,5 +147,6 @@ def test_pretrained_tag_offline_fails_fast_with_checkpoint_advice():
         pytest.skip("this machine reaches huggingface.co: the offline error path cannot be exercised")
     if _cached_tag_file(open_clip.get_pretrained_cfg("ViT-B-32", "openai")):
         pytest.skip("ViT-B-32 'openai' weights are in the local download cache: nothing to fail on")
-    with pytest.raises(WeightsError, match=r"cannot download open_clip weights 'openai' for ViT-B-32.*--clip-checkpoint"):
+    advice = r"cannot download open_clip weights 'openai' for ViT-B-32.*--clip-checkpoint PATH"
+    with pytest.raises(WeightsError, match=advice):
         StaticPathway(ClipConfig(model="ViT-B-32", pretrained="openai", device="cpu"))
