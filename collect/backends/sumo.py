@@ -190,11 +190,10 @@ class SumoBackend:
                 edges.append(succ[rng.integers(len(succ))].to_edge)
             if length < cfg.route_min_m or self.net.turn_count(edges) < cfg.min_turns:
                 continue
-            full = Route(poly)
-            s = np.linspace(start, start + target, max(2, int(target / 1.0) + 1))
-            # keep the original vertices inside the span so corners stay exact
-            s = np.union1d(s, full._s[(full._s > start) & (full._s < start + target)])
-            pts = np.stack([np.interp(s, full._s, full.points[:, 0]), np.interp(s, full._s, full.points[:, 1])], axis=1)
+            # resample [start, start + target] every metre, keeping the lane vertices so corners stay exact
+            arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(poly, axis=0), axis=1))])
+            s = np.union1d(np.linspace(start, start + target, int(target) + 1), arc[(arc > start) & (arc < start + target)])
+            pts = np.stack([np.interp(s, arc, poly[:, 0]), np.interp(s, arc, poly[:, 1])], axis=1)
             return EgoRoute(edges=tuple(edges), start_pos=start, route=Route(pts))
         raise RuntimeError(f"{self.config.net_file}: found no route of {cfg.route_min_m}-{cfg.route_max_m} m with {cfg.min_turns} turns")
 
@@ -250,9 +249,8 @@ class SumoBackend:
                 # start beside the ego's route and head for the far side of that street: forces a crossing
                 edge = ego.edges[rng.integers(len(ego.edges))]
                 origin = edge if edge in self.net.edge_sidewalk else sidewalk_edges[rng.integers(len(sidewalk_edges))]
-                a, b = origin[:2], origin[2:]
-                across = b + a if (b + a) in self.net.edge_sidewalk else sidewalk_edges[rng.integers(len(sidewalk_edges))]
-                legs = [origin, across]
+                across = self.net.reverse.get(origin)
+                legs = [origin, across if across in self.net.edge_sidewalk else sidewalk_edges[rng.integers(len(sidewalk_edges))]]
             else:
                 legs = [sidewalk_edges[rng.integers(len(sidewalk_edges))]]
             legs += [sidewalk_edges[rng.integers(len(sidewalk_edges))] for _ in range(4)]

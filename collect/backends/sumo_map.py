@@ -90,10 +90,13 @@ class SumoNet:
         self.lanes: dict[str, LaneInfo] = {}
         self.edge_driving_lane: dict[str, str] = {}  # normal edge -> its rightmost driving lane
         self.edge_sidewalk: dict[str, str] = {}
+        ends: dict[str, tuple[str, str]] = {}  # normal edge -> (from junction, to junction)
         sidewalks: list[Lane] = []
         crosswalks: list[np.ndarray] = []
         for edge in root.iter("edge"):
             function = edge.get("function", "normal")
+            if function == "normal":
+                ends[edge.get("id")] = (edge.get("from"), edge.get("to"))
             for lane in edge.iter("lane"):
                 shape = _shape(lane.get("shape"))
                 info = LaneInfo(
@@ -114,6 +117,9 @@ class SumoNet:
                 elif function == "crossing":
                     outline = lane.get("outlineShape")
                     crosswalks.append(_shape(outline) if outline else _rectangle(shape, info.width))
+        by_ends = {v: k for k, v in ends.items()}
+        #: normal edge -> the edge running the other way between the same junctions (the far side of the street)
+        self.reverse: dict[str, str] = {e: by_ends[(b, a)] for e, (a, b) in ends.items() if (b, a) in by_ends}
         if not self.edge_driving_lane:
             raise ValueError(f"SUMO network {self.path} has no edge that passenger cars may drive on")
 

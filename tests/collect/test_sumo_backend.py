@@ -81,6 +81,7 @@ def test_map_is_read_once_with_lanes_sidewalks_crossings_and_stop_lines() -> Non
     assert net.on_road(1.75, 40.0) and net.on_road(0.2, 40.0)
     assert not net.on_road(4.5, 40.0) and not net.on_road(45.0, 45.0)
     assert net.on_road(90.0, 90.0)  # the middle of junction B1
+    assert net.reverse["A0A1"] == "A1A0" and len(net.reverse) == 34
 
 
 def test_boxes_overlap_is_exact_for_rotated_boxes() -> None:
@@ -140,6 +141,21 @@ def test_traffic_is_spawned_per_config(backend: SumoBackend) -> None:
     assert len(vehicles) == cfg.cars + cfg.motorcycles + cfg.cyclists
     assert classes.count("bicycle") == cfg.cyclists and classes.count("motorcycle") == cfg.motorcycles
     assert libsumo.person.getIDCount() == cfg.pedestrians
+
+
+def test_pedestrians_cross_the_road_in_front_of_the_ego(backend: SumoBackend) -> None:
+    """Half the pedestrians are sent across the streets of the ego's route, so the expert meets them."""
+    policy = ExpertPolicy()
+    obs = backend.reset(1)
+    steps_with_walker_ahead = 0
+    for _ in range(300):
+        obs = backend.step(policy.act(obs))
+        for a in obs.scene.agents:
+            ahead = to_ego_frame(np.array([[a.x, a.y]]), obs.scene.ego)[0]
+            if a.kind == "pedestrian" and backend.net.on_road(a.x, a.y) and 0 < ahead[0] < 25 and abs(ahead[1]) < 3:
+                steps_with_walker_ahead += 1
+                break
+    assert steps_with_walker_ahead >= 5
 
 
 def test_the_ego_in_sumo_follows_our_bicycle_model(backend: SumoBackend) -> None:
