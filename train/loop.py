@@ -3,19 +3,19 @@
 Online round k:
 
 1. collect ``steps_per_round`` steps with the current policy (SAC samples: its own exploration noise;
-   uniform random actions until ``learning_starts`` steps exist) into new shards of the dataset;
+   uniform random actions for the run's first ``learning_starts`` steps) into new shards of the dataset;
 2. start a background annotation pass unless one is running (it labels these shards and any earlier ones
-   still unlabelled, while round k+1 collects);
-3. add to the buffer every shard whose labels have arrived since the last round; unlabelled transitions
-   never enter it;
-4. run ``updates_per_step`` gradient updates per collected step once the buffer holds ``learning_starts``
-   transitions;
+   still unlabelled, while round k+1 collects); only the last round waits for its labels;
+3. add to the buffer every labelled shard of the dataset not in it yet (the run's own, and any the dataset
+   held already); unlabelled transitions never enter it;
+4. run the gradient updates owed: ``updates_per_step`` per labelled transition the run collected beyond
+   its first ``learning_starts``. Updates follow the labels, so a slow annotator delays them without
+   changing their number;
 5. checkpoint (networks, optimisers, state.json) and log the round.
 
-After the last round the run waits for annotation to finish and adds those labels, so nothing it collected
-stays out of the buffer. A killed run resumes from its last checkpoint: the buffer is rebuilt from the
-shards listed as consumed, shards labelled since are added in the next round, and the episode counter
-continues after the last episode on disk, so no data is lost or counted twice.
+A killed run resumes from its last checkpoint: the buffer is rebuilt from the shards listed as consumed,
+shards labelled since are added in the next round, and the episode counter continues after the last
+episode on disk, so no data is lost or counted twice.
 """
 
 from __future__ import annotations
@@ -175,6 +175,7 @@ def _lag_seconds(dataset: Dataset, labels: LabelSet, shard: str) -> float:
 
 def train_online(run: RunDir, echo: Echo = print) -> RunResult:
     """Rounds of collection (foreground), annotation (background) and updates; see the module docstring."""
+    from collect.collector import run_shards
     from collect.env import EnvSpec, EpisodeLimits
     from collect.rollout import EpisodeSummary, RolloutWriter
 
@@ -186,22 +187,44 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
     state.env_steps, state.episodes = _collected_so_far(dataset, spec.run_id)  # exact after a kill mid-round
 
     buffer = ReplayBuffer(config.buffer_limit, seed=config.seed + state.round)
-    if state.consumed:
+    own_labelled = 0  # transitions of this run's own shards that entered the buffer: what updates are owed for
+
+    def add(shards: Sequence[str]) -> None:
+        nonlocal own_labelled
+        own = set(run_shards(dataset, spec.run_id))
         reward = reward_source(labels, spec.reward_from_components, spec.reward_overrides)
-        ingest(buffer, dataset, labels, state.consumed, config, reward)
+        for shard in tqdm(shards, desc="replay", unit="shard", leave=False, disable=None):
+            chunk = read_shard_transitions(dataset, labels, shard, config.bev_size, config.frame_codec, reward)
+            buffer.add(chunk)
+            own_labelled += len(chunk) if shard in own else 0
+
+    def add_labelled() -> tuple[int, list[float]]:
+        """Move newly labelled shards into the buffer; returns their count and collection->annotation lags."""
+        ready = _labelled_ready(dataset, labels, set(state.consumed))
+        add(ready)
+        state.consumed.extend(ready)
+        return len(ready), [_lag_seconds(dataset, labels, s) for s in ready]
+
+    if state.consumed:
+        add(state.consumed)
         echo(f"resumed at round {state.round}: buffer rebuilt with {len(buffer)} transitions from {len(state.consumed)} shard(s)")
     annotation = BackgroundAnnotation(spec.dataset, spec.label_set, spec.annotate_args, run.path / "annotate.log")
     if _unlabelled(dataset, labels):
         annotation.start()  # labels whatever earlier rounds (or a killed run) left unlabelled
 
-    def add_labelled() -> tuple[int, list[float]]:
-        """Move newly labelled shards into the buffer; returns their count and collection->annotation lags."""
-        ready = _labelled_ready(dataset, labels, set(state.consumed))
-        if ready:
-            reward = reward_source(labels, spec.reward_from_components, spec.reward_overrides)
-            ingest(buffer, dataset, labels, ready, config, reward)
-            state.consumed.extend(ready)
-        return len(ready), [_lag_seconds(dataset, labels, s) for s in ready]
+    def wait_for_labels() -> None:
+        """The last round: wait until every shard this run collected is labelled (passes that began earlier
+        may have missed the newest shards, so start another until none is pending)."""
+        for attempt in range(3):
+            failures = annotation.failures
+            annotation.wait()
+            unlabelled = set(_unlabelled(dataset, labels))
+            if not [s for s in run_shards(dataset, spec.run_id) if s in unlabelled]:
+                return
+            if annotation.failures > failures or attempt == 2:
+                break
+            annotation.start()
+        raise RuntimeError(f"background annotation left shards unlabelled; see {annotation.log_path}")
 
     env = EnvSpec(limits=EpisodeLimits(max_steps=config.max_episode_steps)).build()
     driver = SacDriver(agent, name="", random_steps=max(0, config.learning_starts - state.env_steps), seed=config.seed)
@@ -223,12 +246,17 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
             collected = sum(s.steps for s in shards)
             state.env_steps += collected
             state.episodes += sum(len(s.episodes) for s in shards)
-            # 2. hand them to the annotator (a new pass unless one is still running)
+            # 2. hand them to the annotator (a new pass unless one is still running); the last round waits
             annotation.start()
+            started = time.perf_counter()
+            if k == config.rounds - 1:
+                wait_for_labels()
+            wait_s = time.perf_counter() - started
             # 3. labelled transitions enter the buffer as their labels arrive
             annotated, lags = add_labelled()
-            # 4. gradient updates
-            n = int(round(collected * config.updates_per_step)) if len(buffer) >= max(config.learning_starts, 1) else 0
+            # 4. the updates owed for the run's labelled transitions past learning_starts
+            owed = int(round(max(0, own_labelled - config.learning_starts) * config.updates_per_step)) - state.grad_steps
+            n = max(0, owed) if len(buffer) >= max(config.learning_starts, 1) else 0
             started = time.perf_counter()
             losses = gradient_updates(agent, buffer, n, config.batch_size) if n else {}
             update_s = time.perf_counter() - started
@@ -243,26 +271,10 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
                 "buffer_size": len(buffer), "updates": n, "grad_steps": state.grad_steps, **_loss_columns(losses),
                 "lag_mean_s": round(float(np.mean(lags)), 2) if lags else None,
                 "lag_max_s": round(float(np.max(lags)), 2) if lags else None,
-                "collect_s": round(collect_s, 2), "steps_per_s": round(collected / collect_s, 1), "update_s": round(update_s, 2),
+                "collect_s": round(collect_s, 2), "steps_per_s": round(collected / collect_s, 1),
+                "label_wait_s": round(wait_s, 2), "update_s": round(update_s, 2),
                 "annotation_passes": annotation.passes, "annotation_failures": annotation.failures,
             })  # fmt: skip
-        # the end: wait until everything collected is labelled, then take it in
-        late, lags, full_passes = 0, [], 0
-        while _pending(dataset, spec.run_id, state.consumed):
-            failures = annotation.failures
-            annotation.wait()
-            added, more_lags = add_labelled()
-            late, lags = late + added, lags + more_lags
-            if not _pending(dataset, spec.run_id, state.consumed):
-                break
-            if annotation.failures > failures or full_passes == 2:
-                raise RuntimeError(f"background annotation left {_pending(dataset, spec.run_id, state.consumed)} unlabelled; "
-                                   f"see {annotation.log_path}")  # fmt: skip
-            annotation.start()  # the last pass began before the last shards were written
-            full_passes += 1
-        if late:
-            echo(f"after the last round: {late} shard(s) labelled (lag up to {max(lags):.1f} s) and added")
-        run.commit(state, lambda path: save_agent(agent, path))
         echo(f"done: {state.round} rounds, {state.env_steps} steps collected, buffer {len(buffer)} transitions, "
              f"{state.grad_steps} updates")  # fmt: skip
     except BaseException:
