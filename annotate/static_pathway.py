@@ -81,6 +81,8 @@ class StaticPathway:
         if config.model not in open_clip.list_models():
             raise ValueError(f"clip.model: unknown open_clip model '{config.model}' (see open_clip.list_models())")
         weights = _resolve_weights(config)
+        # open_clip only warns when a tag was trained with QuickGELU (e.g. ViT-B-32 'openai'); run it as trained,
+        # and name the architecture accordingly so its embeddings never share a cache key with plain GELU ones
         quick_gelu = bool(weights.tag_cfg.get("quick_gelu", False))
         self._model_id = config.model + ("-quickgelu" if quick_gelu and not config.model.endswith("-quickgelu") else "")
         self._weights_id = weights.weights_id
