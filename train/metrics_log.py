@@ -1,13 +1,14 @@
 """The run log: one row per round to ``metrics.csv`` and TensorBoard (``tb/``), and a line to the console.
 
-A resumed run appends to the same files. The CSV keeps the columns of its first row; a later row may only
-leave columns empty, never add new ones, so the file stays readable by pandas.
+A resumed run appends to the same files. A row with a column the file lacks (a run resumed by a newer
+version) rewrites the file with the wider header, earlier rows left empty there, so it stays one table.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,7 +33,7 @@ class MetricsLog:
                 csv.writer(f).writerow(self._columns)
         extra = [k for k in row if k not in self._columns]
         if extra:
-            raise ValueError(f"{self.path}: row has column(s) {extra} that the file's header lacks")
+            self._widen(extra)
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([_cell(row.get(k)) for k in self._columns])
         for key, value in row.items():
@@ -41,6 +42,17 @@ class MetricsLog:
         self._writer.flush()
         if self._echo is not None:
             self._echo("  ".join(f"{k}={_short(v)}" for k, v in row.items()))
+
+    def _widen(self, extra: list[str]) -> None:
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        self._columns = [*(self._columns or []), *extra]
+        tmp = self.path.with_name(f"{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, self._columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
 
     def close(self) -> None:
         self._writer.close()
