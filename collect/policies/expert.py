@@ -52,17 +52,20 @@ def _arc(path: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))])
 
 
-def _project(points: np.ndarray, path: np.ndarray, s: np.ndarray, reach: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
-    """Distance of each point ``(K, 2)`` to the polyline and the arc length of its closest point.
+def _project(
+    points: np.ndarray, path: np.ndarray, s: np.ndarray, reach: float = math.inf
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distance of each point ``(K, 2)`` to the polyline, the arc length of its closest point and that segment.
 
     Points farther than ``reach`` outside the polyline's bounding box are not projected (distance inf).
     """
     dist_out = np.full(len(points), np.inf)
     along_out = np.zeros(len(points))
+    seg_out = np.zeros(len(points), dtype=np.int64)
     lo, hi = path.min(axis=0) - reach, path.max(axis=0) + reach
     near = np.all((points >= lo) & (points <= hi), axis=1)
     if not near.any():
-        return dist_out, along_out
+        return dist_out, along_out, seg_out
     pts = points[near]
     a, d = path[:-1], np.diff(path, axis=0)
     len2 = np.maximum(np.einsum("ij,ij->i", d, d), 1e-12)
@@ -74,7 +77,19 @@ def _project(points: np.ndarray, path: np.ndarray, s: np.ndarray, reach: float =
     k = np.arange(len(pts))
     dist_out[near] = np.sqrt(dist2[k, i])
     along_out[near] = s[i] + t[k, i] * np.sqrt(len2[i])
-    return dist_out, along_out
+    seg_out[near] = i
+    return dist_out, along_out, seg_out
+
+
+def _curvature(path: np.ndarray, s: np.ndarray, window: int = 6) -> np.ndarray:
+    """Unsigned curvature (1/m) at each segment of an evenly resampled path, from the heading change over
+    ``window`` segments centred on it (3 m at 0.5 m spacing: smooths the kinks where lane polylines meet)."""
+    seg = np.diff(path, axis=0)
+    if len(seg) <= window:
+        return np.zeros(len(seg))
+    heading = np.unwrap(np.arctan2(seg[:, 1], seg[:, 0]))
+    k = np.abs(heading[window:] - heading[:-window]) / (s[window] - s[0])
+    return np.concatenate([np.full(window // 2, k[0]), k, np.full(len(seg) - len(k) - window // 2, k[-1])])
 
 
 class ExpertPolicy:
@@ -92,10 +107,11 @@ class ExpertPolicy:
     def act(self, obs: Observation, bev: np.ndarray | None = None) -> np.ndarray:
         cfg = self.config
         path, s = self._path(obs)
+        curvature = _curvature(path, s)
         steer = self._steer(obs.speed, path)
-        stop, v_cap = self._limits(obs, path, s)
+        stop, v_cap = self._limits(obs, path, s, curvature)
         to_stop = stop - cfg.vehicle.length / 2
-        v_ref = min(cfg.target_speed, v_cap, self._curve_speed(path, s), math.sqrt(2 * cfg.comfort_decel * max(to_stop, 0.0)))
+        v_ref = min(cfg.target_speed, v_cap, self._curve_speed(s, curvature), math.sqrt(2 * cfg.comfort_decel * max(to_stop, 0.0)))
         return np.array([steer, self._accel_command(obs.speed, v_ref, to_stop)], dtype=np.float32)
 
     def _path(self, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
@@ -139,17 +155,13 @@ class ExpertPolicy:
         delta = math.atan(2.0 * vp.wheelbase * math.sin(alpha) / ld)
         return float(np.clip(delta / vp.max_steer, -1.0, 1.0))
 
-    def _curve_speed(self, path: np.ndarray, s: np.ndarray) -> float:
+    def _curve_speed(self, s: np.ndarray, curvature: np.ndarray) -> float:
         """Highest speed from which every curve ahead is reached at its lateral-acceleration limit."""
         cfg = self.config
-        seg = np.diff(path, axis=0)
-        heading = np.unwrap(np.arctan2(seg[:, 1], seg[:, 0]))
-        window = 6  # 3 m: smooths the kinks where lane polylines meet
-        if len(heading) <= window:
+        if not len(curvature):
             return math.inf
-        curvature = np.abs(heading[window:] - heading[:-window]) / (s[window] - s[0])
         v_curve = np.sqrt(cfg.max_lateral_accel / np.maximum(curvature, 1e-6))
-        return float(np.min(np.sqrt(v_curve**2 + 2.0 * cfg.comfort_decel * s[: len(v_curve)])))
+        return float(np.min(np.sqrt(v_curve**2 + 2.0 * cfg.comfort_decel * s[:-1])))
 
     # ---- longitudinal -------------------------------------------------------------------------------
 
@@ -171,7 +183,7 @@ class ExpertPolicy:
                 spans.append((float(s[idx[0]]), float(s[idx[-1]]), int(i)))
         return spans
 
-    def _limits(self, obs: Observation, path: np.ndarray, s: np.ndarray) -> tuple[float, float]:
+    def _limits(self, obs: Observation, path: np.ndarray, s: np.ndarray, curvature: np.ndarray) -> tuple[float, float]:
         """(arc length where the front bumper must come to rest, speed cap) from agents, lights, crosswalks."""
         cfg, vp = self.config, self.config.vehicle
         scene = obs.scene
@@ -185,12 +197,12 @@ class ExpertPolicy:
             walkers = np.array([a.kind == "pedestrian" for a in scene.agents])[keep]
             arr, rel = arr[keep], rel[keep]
             if len(arr):
-                stop = min(stop, self._agent_stop(arr, rel, scene.ego.yaw, path, s))
+                stop = min(stop, self._agent_stop(arr, rel, scene.ego.yaw, path, s, curvature))
                 stop, v_cap = self._crosswalk_limits(stop, v_cap, arr[walkers], spans)
                 blockers = ~walkers & (arr[:, 3] < 3.0)
                 # do not enter a crosswalk without room to clear it behind a slow vehicle
                 if blockers.any():
-                    dist, along = _project(rel[blockers], path, s)
+                    dist, along, _ = _project(rel[blockers], path, s)
                     on_path = along[dist <= vp.width / 2 + cfg.corridor_margin + arr[blockers, 5] / 2]
                     for entry, exit_, _ in spans:
                         if entry > front and np.any((on_path > entry) & (on_path < exit_ + vp.length + cfg.stop_gap + 2.5)):
@@ -203,8 +215,14 @@ class ExpertPolicy:
                 stop = min(stop, entry - 0.5)
         return stop, v_cap
 
-    def _agent_stop(self, arr: np.ndarray, rel: np.ndarray, ego_yaw: float, path: np.ndarray, s: np.ndarray) -> float:
-        """Stop point before the nearest agent whose footprint, now or over the next seconds, enters our lane."""
+    def _agent_stop(
+        self, arr: np.ndarray, rel: np.ndarray, ego_yaw: float, path: np.ndarray, s: np.ndarray, curvature: np.ndarray
+    ) -> float:
+        """Stop point before the nearest agent whose footprint, now or over the next seconds, enters our lane.
+
+        The lane is as wide as the ego plus the margin, widened in curves by how far the front corner swings
+        out: a car turning on radius R sweeps out to sqrt((R + w/2)^2 + f^2), f from rear axle to front bumper.
+        """
         cfg, vp = self.config, self.config.vehicle
         rel_yaw = arr[:, 2] - ego_yaw
         heading = np.stack([np.cos(rel_yaw), np.sin(rel_yaw)], axis=1)
@@ -214,10 +232,13 @@ class ExpertPolicy:
         body = offsets[None, :, 0:1] * arr[:, None, 4:5] * heading[:, None] + offsets[None, :, 1:2] * arr[:, None, 5:6] * normal[:, None]
         centres = rel[:, None, :] + _PREDICT_T[None, :, None] * (arr[:, 3:4] * heading)[:, None, :]
         points = centres[:, :, None, :] + body[:, None, :, :]
-        reach = vp.width / 2 + cfg.corridor_margin
-        dist, along = _project(points.reshape(-1, 2), path, s, reach)
+        inner = 1.0 / np.maximum(curvature, 1e-6) + vp.width / 2
+        front = vp.wheelbase / 2 + vp.length / 2
+        half = vp.width / 2 + cfg.corridor_margin + (np.sqrt(inner**2 + front**2) - inner)
+        dist, along, seg = _project(points.reshape(-1, 2), path, s, float(half.max()))
         shape = points.shape[:3]
-        inside = (dist.reshape(shape) <= vp.width / 2 + cfg.corridor_margin) & (along.reshape(shape) > 0.0)
+        # what is already beside us cannot be avoided by braking (stopping only lets it walk into us)
+        inside = (dist <= half[seg]).reshape(shape) & (along.reshape(shape) > vp.length / 2 - 0.5)
         if not inside.any():
             return math.inf
         return float(np.where(inside, along.reshape(shape), np.inf).min()) - cfg.stop_gap
@@ -249,7 +270,7 @@ class ExpertPolicy:
             centre = to_ego_frame(light.stop_line, scene.ego).mean(axis=0)
             if abs(centre[1]) > cfg.horizon or not -1.0 < centre[0] < cfg.horizon:
                 continue
-            dist, along = _project(centre[None], path, s)
+            dist, along, _ = _project(centre[None], path, s)
             if dist[0] > 2.0 or along[0] < front:
                 continue  # not on our path, or already past it
             if light.state == "y" and obs.speed**2 / (2 * cfg.comfort_decel) > along[0] - front:
@@ -293,5 +314,5 @@ class _CrosswalkIndex:
     def distance(self, i: int, points: np.ndarray) -> np.ndarray:
         """Distance of each point to polygon ``i`` (0 inside)."""
         outline = self._outlines[i]
-        dist, _ = _project(points, outline, _arc(outline))
+        dist, _, _ = _project(points, outline, _arc(outline))
         return np.where(self.contains(i, points), 0.0, dist)
