@@ -1,7 +1,9 @@
-"""The expert: pure pursuit on the route ahead plus a speed controller that yields to agents and red lights.
+"""The expert: pure pursuit on the route plus a speed controller that yields to agents, crosswalks and lights.
 
-It reads only the backend-neutral observation (route points ahead, scene agents, traffic lights), so it drives
-the same way on SUMO and CARLA and can be used to collect demonstrations or as a baseline.
+It reads only the backend-neutral observation (the route, scene agents, crosswalks, traffic lights), so it
+drives the same way on SUMO and CARLA and can be used to collect demonstrations or as a baseline. Moving
+agents are extrapolated at constant velocity for two seconds; the expert stops for any whose footprint enters
+its lane, never comes to rest on a crosswalk it has not entered, and creeps towards one with people at the kerb.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ _PREDICT_T = np.array([0.0, 0.5, 1.0, 1.5, 2.0])  # s, constant-velocity look-ah
 
 @dataclass(frozen=True)
 class ExpertConfig:
+    """Driving style of the expert; ``vehicle`` must describe the car the backend simulates (steer scale, size)."""
+
     target_speed: float = 25.0 / 3.6  # m/s (SPEC: 25 km/h)
     lookahead_min: float = 2.0  # m, pure-pursuit look-ahead at standstill
     lookahead_gain: float = 0.4  # s, look-ahead grows with speed
