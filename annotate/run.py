@@ -29,6 +29,10 @@ from annotate.label_set import ModelIds
 from annotate.shard_task import ShardStats, ShardTask, annotate_shard, embedding_cache_folder, vlm_cache_folder
 
 
+class ClusterError(RuntimeError):
+    """The dask cluster cannot run this annotation consistently."""
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How to run, as opposed to what to compute (``AnnotateConfig``)."""
@@ -71,6 +75,8 @@ class RunSummary:
     embedding_cache_hits: int = 0
     models_loaded: int = 0
     seconds: float = 0.0
+    #: Of ``seconds``: starting the cluster and loading the models on a first worker, before any shard ran.
+    startup_seconds: float = 0.0
     hosts: set[str] = field(default_factory=set)
     stats: list[ShardStats] = field(default_factory=list)
 
@@ -107,6 +113,7 @@ class RunSummary:
             "gate_recall": self.gate_recall, "gate_precision": self.gate_precision,
             "vlm_calls": self.vlm_calls, "vlm_ok": self.vlm_ok, "vlm_cache_hits": self.vlm_cache_hits,
             "images_encoded": self.images_encoded, "seconds": round(self.seconds, 3),
+            "startup_seconds": round(self.startup_seconds, 3),
         }
 
     def lines(self) -> list[str]:
@@ -117,8 +124,8 @@ class RunSummary:
         out = [
             f"label set {self.label_set} ({self.hash[:12]}): {self.done} shard(s) labelled, {self.skipped} skipped, "
             f"{len(self.failed)} failed, of {self.shards}",
-            f"frames {self.frames} in {self.seconds:.1f} s ({rate:.1f} frames/s); images encoded {self.images_encoded}, "
-            f"embeddings from cache {self.embedding_cache_hits}",
+            f"frames {self.frames} in {self.seconds:.1f} s ({rate:.1f} frames/s, {self.startup_seconds:.1f} s of it starting "
+            f"workers and models); images encoded {self.images_encoded}, embeddings from cache {self.embedding_cache_hits}",
             f"gate: {self.gated} frames ({pct(self.gate_share)}), recall {pct(self.gate_recall)}, precision "
             f"{pct(self.gate_precision)} against the scene ground truth",
             f"VLM: {self.vlm_calls} call(s), {self.vlm_ok} valid answer(s) for gated frames, {self.vlm_cache_hits} from cache",
@@ -135,12 +142,13 @@ def annotate_dataset(dataset_url: str, config: AnnotateConfig, options: RunOptio
     gpu = _wants_gpu(config, camera, local=options.scheduler is None)
     resources = {"GPU": 1} if gpu else None
     with _client(options, gpu) as client:
-        ids = client.submit(_model_ids, config, camera, resources=resources, pure=False).result()
+        ids = _load_models(client, config, camera, resources)
         spec = label_set.build_spec(config, ids)
         labels, digest = label_set.prepare(dataset, options.label_set, spec, options.replace)
         _clean_caches(dataset, config, ids)
         todo, skipped = label_set.plan(dataset, labels, digest, options.force)
         summary = RunSummary(options.label_set, digest, shards=len(todo) + len(skipped), skipped=len(skipped))
+        summary.startup_seconds = time.perf_counter() - started
         url = dataset.fs.unstrip_protocol(dataset.path)
         futures = {
             client.submit(
@@ -180,6 +188,28 @@ def dataset_has_camera(dataset: Dataset) -> bool:
             if stats is None or not stats.has_null_count or stats.null_count < meta.row_group(g).num_rows:
                 return True
     return False
+
+
+def _load_models(client: Client, config: AnnotateConfig, camera: bool, resources: dict[str, int] | None) -> ModelIds:
+    """Load the models on every eligible worker at once, and check that they all load the same weights.
+
+    Loading up front, in parallel, keeps model loading out of the shard tasks' time; a worker whose weight
+    files differ from the others' (same path, other bytes) would mix labels, so it is an error.
+    """
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    eligible = [
+        address for address, info in workers.items()
+        if all(info.get("resources", {}).get(name, 0) >= amount for name, amount in (resources or {}).items())
+    ]
+    futures = {
+        address: client.submit(_model_ids, config, camera, workers=[address], allow_other_workers=True, resources=resources, pure=False)
+        for address in eligible
+    } or {"any worker": client.submit(_model_ids, config, camera, resources=resources, pure=False)}
+    found = dict(zip(futures, client.gather(list(futures.values()))))
+    if len(set(found.values())) > 1:
+        listing = "; ".join(f"{address}: {ids}" for address, ids in found.items())
+        raise ClusterError(f"workers load different model weights, their labels would not agree: {listing}")
+    return next(iter(found.values()))
 
 
 def _model_ids(config: AnnotateConfig, camera: bool) -> ModelIds:

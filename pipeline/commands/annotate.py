@@ -50,7 +50,7 @@ def annotate(
     Image embeddings and VLM answers are cached in the dataset, so a new prompt set re-scores quickly.
     Changed settings under an existing NAME are refused unless --replace is given.
     """
-    from annotate.run import RunOptions, annotate_dataset
+    from annotate.run import ClusterError, RunOptions, annotate_dataset
 
     items = list(overrides) + ([f"clip.pretrained={clip_checkpoint}"] if clip_checkpoint else [])
     try:
@@ -63,7 +63,7 @@ def annotate(
             processes=not in_process, progress=sys.stderr.isatty(),
         )
         summary = annotate_dataset(dataset, config, options)
-    except USER_ERRORS as error:
+    except (*USER_ERRORS, ClusterError) as error:
         raise click.ClickException(str(error)) from None
     for line in summary.lines():
         click.echo(line)
