@@ -9,7 +9,9 @@ Caches (``Dataset.cache_path``), both written atomically and merged, never trust
 * ``clip_image/<model_id>-<weights_id>/<shard>.parquet``: image embeddings per (episode, step, view), so a
   new prompt set re-scores a shard without running the image encoder;
 * ``vlm/<settings_id>/<shard>.parquet``: VLM answers keyed by ``annotate.vlm.cache_key`` (model, prompt,
-  sampling, frame bytes). Transport failures (``transient``) are not cached: a rerun asks again.
+  sampling, frame bytes). A model's answer is cached even when malformed (it is the model's answer); a
+  transport failure (server down, timeouts) is not: the task fails after caching the answers it did get,
+  dask retries it, and a shard that still fails is reported and labelled by the next run.
 
 The dynamic term: ``r_dynamic = gate * (alpha_dynamic * sim(img, positive_dynamic) - beta_dynamic *
 sim(img, description))`` with img the camera frame, or the BEV in shards without a camera. It needs a
@@ -66,6 +68,10 @@ _VLM_CACHE_SCHEMA = pa.schema(
         pa.field("error", pa.string()),
     ]
 )
+
+
+class VlmTransportError(RuntimeError):
+    """The VLM could not be reached for some windows: the shard must not be labelled as if it had answered."""
 
 
 @dataclass(frozen=True)
@@ -255,6 +261,12 @@ def _assess(
         keep = {key: answer for key, answer in new.items() if not answer.transient}
         if keep:
             _write_vlm_cache(dataset, path, {**cached, **keep})
+        lost = [answer for answer in new.values() if answer.transient]
+        if lost:
+            raise VlmTransportError(
+                f"shard {shard}: {len(lost)} of {len(new)} VLM request(s) got no answer ({lost[0].error}); the "
+                f"{len(keep)} answers received are cached and the shard is left unlabelled; a rerun asks again for the others only"
+            )
         cached = {**cached, **new}
     for row, key in keys.items():
         answers[row] = cached[key]

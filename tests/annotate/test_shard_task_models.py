@@ -1,9 +1,13 @@
-"""The shard task with its real models: the VLM dynamic pathway (tiny Qwen3-VL) and the YOLO camera gate."""
+"""The shard task with its real models: the VLM dynamic pathway (tiny Qwen3-VL, a scripted server) and the YOLO gate."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -13,7 +17,7 @@ from annotate.gate import CameraGate
 from annotate.label_set import ModelIds, build_spec, prepare
 from annotate.model_weights import file_digest
 from annotate.run import RunOptions, annotate_dataset
-from annotate.shard_task import ShardTask, annotate_shard, vlm_cache_folder
+from annotate.shard_task import ShardTask, VlmTransportError, annotate_shard, vlm_cache_folder
 from annotate.vlm import cache_key
 from annotate_fixtures import fast_config, raw_episode
 from data_schema import Dataset, decode_image
@@ -133,3 +137,29 @@ def test_a_run_on_a_camera_dataset_puts_the_yolo_weights_hash_in_the_spec(camera
     labels = scene_only.label_set("cam-run")
     assert "weights_id" not in labels.spec()["spec"]["gate"]
     assert set(labels.read_shard("s00").column("gate_source").to_pylist()) == {"scene"}
+
+
+@pytest.fixture
+def chat_server():
+    """The VLM tests' scripted OpenAI-compatible server (tests/annotate/vlm_chat_server.py) on loopback."""
+    process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("vlm_chat_server.py"))], stdout=subprocess.PIPE, text=True)
+    try:
+        yield f"http://127.0.0.1:{int(process.stdout.readline())}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_vlm_transport_failure_leaves_the_shard_unlabelled_and_the_rerun_asks_only_for_what_is_missing(early_hazard, chat_server):
+    valid = {"content": json.dumps(VALID_ANSWER)}
+    httpx.post(f"{chat_server}/control", json={"queue": [valid], "default": {"status": 503}}, timeout=10).raise_for_status()
+    config = fast_config("vlm.backend=openai", "vlm.model=scripted", f"vlm.base_url={chat_server}/v1", f"vlm.prompt={TEST_PROMPT}",
+                         "vlm.max_http_retries=0", "vlm.concurrency=1", "vlm.timeout_s=10")
+    with pytest.raises(VlmTransportError, match="2 of 3 VLM request"):
+        label_one(early_hazard, config, "remote")
+    assert early_hazard.label_set("remote").shards() == []
+
+    httpx.post(f"{chat_server}/control", json={"default": valid}, timeout=10).raise_for_status()
+    got, stats = label_one(early_hazard, config, "remote")
+    assert stats.vlm_calls == 2 and stats.vlm_cache_hits == 1 and stats.vlm_ok == 3
+    assert got.column("vlm_ok").to_pylist() == [None, True, True, True, None, None]
