@@ -25,8 +25,9 @@ import json
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -48,6 +49,8 @@ RAW_COLUMNS = [
 ]
 #: Frames decoded and encoded at a time: bounds memory on long shards.
 DECODE_CHUNK = 256
+#: Threads decoding the next chunk while a model runs on the current one (PIL releases the GIL).
+DECODE_THREADS = 4
 
 _EMBEDDING_CACHE_SCHEMA = pa.schema(
     [
@@ -227,14 +230,24 @@ def _gate(table: pa.Table, columns: _Columns, config: AnnotateConfig) -> tuple[n
     fired = np.zeros(n, dtype=bool)
     if source == "camera":
         gate_model = model_cache.camera_gate(config.gate)
-        for lo in range(0, n, DECODE_CHUNK):
-            images = [decode_image(b) for b in columns.camera[lo : lo + DECODE_CHUNK]]
+        for lo, images in decoded_chunks(columns.camera):
             for i, dets in enumerate(gate_model.detect(images), start=lo):
                 fired[i] = gate_model.fires(dets)
                 detections[i] = [d.to_record() for d in dets]
     elif source == "scene":
         fired = scene_gate_column(table.column("agents"), config.gate)
     return fired, source, detections
+
+
+def decoded_chunks(blobs: Sequence[bytes]) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """``(offset, frames)`` chunks of decoded images; the next chunk decodes in threads while the caller works."""
+    starts = range(0, len(blobs), DECODE_CHUNK)
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+        pending = [pool.submit(decode_image, b) for b in blobs[:DECODE_CHUNK]]
+        for start in starts:
+            current = [future.result() for future in pending]
+            pending = [pool.submit(decode_image, b) for b in blobs[start + DECODE_CHUNK : start + 2 * DECODE_CHUNK]]
+            yield start, current
 
 
 def _assess(
@@ -310,11 +323,8 @@ def _embeddings(
             hits.append((view, row, i))
     stats.embedding_cache_hits = len(hits)
     stats.images_encoded = len(todo)
-    fresh = []
-    for lo in range(0, len(todo), DECODE_CHUNK):
-        chunk = todo[lo : lo + DECODE_CHUNK]
-        images = [decode_image(columns.bev[row] if view == "bev" else columns.camera[row]) for view, row in chunk]
-        fresh.append(np.asarray(pathway.encode_images(images), dtype=np.float32))
+    blobs = [columns.bev[row] if view == "bev" else columns.camera[row] for view, row in todo]
+    fresh = [np.asarray(pathway.encode_images(images), dtype=np.float32) for _, images in decoded_chunks(blobs)]
     if todo:
         encoded = np.concatenate(fresh)
         keys = keys + [(view, columns.episode_id[row], int(columns.step[row])) for view, row in todo]

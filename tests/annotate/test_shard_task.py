@@ -103,3 +103,15 @@ def test_a_corrupt_embedding_cache_is_rebuilt_not_trusted(cold, tmp_path):
     labels, stats = run_all(dataset, "base", config, force=True)
     assert stats[0].images_encoded == 12 and stats[1].images_encoded == 0
     np.testing.assert_allclose(labels.read_shard("s00").column("sim_pos").to_numpy(), cold[1].read_shard("s00").column("sim_pos").to_numpy(), atol=1e-6)
+
+
+def test_frames_decoded_in_chunks_ahead_of_the_encoder_give_the_same_embeddings(cold, tmp_path, monkeypatch):
+    import annotate.shard_task as shard_task
+
+    monkeypatch.setattr(shard_task, "DECODE_CHUNK", 5)  # 12 frames per shard: chunks of 5, 5 and 2
+    assert [(offset, len(frames)) for offset, frames in shard_task.decoded_chunks([b""] * 0)] == []
+    dataset = copy_of(cold[0], tmp_path / "ds", keep_cache=False)
+    labels, stats = run_all(dataset, "base", fast_config(), force=True)
+    assert [s.images_encoded for s in stats] == [12, 12]
+    for shard in dataset.shards():
+        np.testing.assert_allclose(labels.read_shard(shard).column("sim_pos").to_numpy(), cold[1].read_shard(shard).column("sim_pos").to_numpy(), atol=1e-6)
