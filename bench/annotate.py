@@ -116,6 +116,8 @@ def main() -> None:
     parser.add_argument("--yolo-frames", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="annotate setting for every phase, as in `pipeline annotate --set` (e.g. gate.corridor_half_width=1.75)")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch threads of the in-process phases (dask workers run one thread each)")
     args = parser.parse_args()
@@ -123,7 +125,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-annotate-"))
     overrides = [f"clip.model={args.clip_model}", f"clip.pretrained={args.clip_checkpoint}", f"clip.device={args.device}",
-                 "gate.source=scene", "vlm.backend=none"]
+                 "gate.source=scene", "vlm.backend=none", *args.overrides]
     config = load_config(None, overrides)
     try:
         t0 = time.perf_counter()
