@@ -120,3 +120,30 @@ def test_a_worker_killed_mid_run_is_replaced_and_every_shard_is_labelled_exactly
     assert labels.shards() == dataset.shards()
     for shard in dataset.shards():
         assert labels.read_shard(shard).num_rows == dataset.read_shard(shard, ["step"]).num_rows
+
+
+def test_local_gpu_workers_each_see_one_device_and_offer_the_gpu_resource():
+    from annotate.run import _GpuLocalCluster
+
+    with _GpuLocalCluster(gpus=2, workers=3) as cluster, Client(cluster) as client:
+        client.wait_for_workers(3, timeout=120)
+        seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        resources = {info["resources"].get("GPU") for info in client.scheduler_info(n_workers=-1)["workers"].values()}
+    assert sorted(seen.values()) == ["0", "0", "1"] and resources == {1}
+
+
+@pytest.mark.gpu
+def test_cuda_labels_agree_with_cpu_labels(sumo_dataset, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    cpu = Dataset.open(str(shutil.copytree(sumo_dataset.path, tmp_path / "cpu")))
+    gpu = Dataset.open(str(shutil.copytree(sumo_dataset.path, tmp_path / "gpu")))
+    annotate_dataset(cpu.url, fast_config(), RunOptions("clg", workers=1, progress=False))
+    summary = annotate_dataset(gpu.url, fast_config("clip.device=cuda", "clip.precision=fp32"), RunOptions("clg", progress=False))
+    assert summary.done == len(gpu.shards()) and not summary.failed
+    for shard in cpu.shards():
+        a, b = cpu.label_set("clg").read_shard(shard), gpu.label_set("clg").read_shard(shard)
+        np.testing.assert_allclose(a.column("sim_pos").to_numpy(), b.column("sim_pos").to_numpy(), atol=1e-3)
+        assert a.column("gate").equals(b.column("gate"))
