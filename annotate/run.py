@@ -258,7 +258,9 @@ def _client(options: RunOptions, gpu: bool) -> Iterator[Client]:
         cluster: LocalCluster = _GpuLocalCluster(torch.cuda.device_count(), options.workers)
     else:
         n = options.workers or os.cpu_count() or 1
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=options.processes, dashboard_address=":0")
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=options.processes, dashboard_address=":0", resources={"GPU": 1} if gpu else None
+        )
     with cluster, Client(cluster) as client:
         yield client
 
