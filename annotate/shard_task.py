@@ -26,8 +26,8 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -111,9 +111,6 @@ class ShardStats:
     seconds: float = 0.0
     host: str = ""
     pid: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def annotate_shard(task: ShardTask) -> ShardStats:
