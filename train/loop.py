@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow.compute as pc
+import torch
 from d3rlpy.algos import SAC
 from tqdm.auto import tqdm
 
@@ -95,6 +96,9 @@ def _loss_columns(losses: dict[str, float]) -> dict[str, float | None]:
 
 
 def _start(run: RunDir) -> tuple[RunState, SAC]:
+    """The run's state and agent: fresh, or from the last checkpoint."""
+    if run.spec().config.torch_threads:
+        torch.set_num_threads(run.spec().config.torch_threads)
     state = run.state()
     if state is None:
         return RunState(), create_agent(run.spec().config)
