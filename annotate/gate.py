@@ -44,7 +44,7 @@ class GateConfig:
     device: str = "auto"
     critical_kinds: tuple[str, ...] = ("pedestrian", "cyclist", "motorcycle")
     corridor_length: float = 25.0
-    corridor_half_width: float = 3.0
+    corridor_half_width: float = 1.75  # the ego's lane (3.5 m wide): critical means in our path, not on the kerb
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
