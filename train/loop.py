@@ -195,6 +195,8 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
 
     def add(shards: Sequence[str]) -> None:
         nonlocal own_labelled
+        if not shards:
+            return  # the label set may not exist yet: the first annotation pass creates it
         own = set(run_shards(dataset, spec.run_id))
         reward = reward_source(labels, spec.reward_from_components, spec.reward_overrides)
         for shard in tqdm(shards, desc="replay", unit="shard", leave=False, disable=None):

@@ -242,6 +242,10 @@ class ReplayBuffer:
         """``(episode_id, step)`` of every live transition's ``obs_t``, oldest first."""
         return [k for c, f in zip(self._chunks, self._first) for k in c.keys()[f:]]
 
+    def rewards(self) -> np.ndarray:
+        """The reward of every live transition, in the order of ``keys``."""
+        return np.concatenate([c.rewards[f:] for c, f in zip(self._chunks, self._first)] or [np.zeros(0, np.float32)])
+
     def sample(self, batch_size: int) -> TransitionMiniBatch:
         """A uniform mini-batch (with replacement) as d3rlpy expects: tuple observations ``[bev, state]``."""
         sizes = np.array([len(c) - f for c, f in zip(self._chunks, self._first)])

@@ -61,9 +61,21 @@ def check_finished_run(run: RunDir, result, rounds: int) -> None:
 def test_two_rounds_end_with_exactly_the_labelled_transitions(tmp_path):
     run = RunDir(tmp_path / "run")
     config = TrainConfig(**{**ONLINE, "rounds": 2})
-    run.write_spec(RunSpec(str(tmp_path / "ds"), "clg", "online", config, run_id="train-t2", annotate_args=ANNOTATE_ARGS))
+    spec = RunSpec(str(tmp_path / "ds"), "clg", "online", config, run_id="train-t2", annotate_args=ANNOTATE_ARGS,
+                   reward_from_components=True, reward_overrides={"penalty": -5.0, "theta_min": -0.2})  # fmt: skip
+    run.write_spec(spec)
     result = train_online(run, echo=lambda line: None)
     check_finished_run(run, result, rounds=2)
+    # rewards were recomputed by annotate.reward from the stored components with the overrides
+    from annotate.reward import RewardConfig, recompute
+
+    ds = Dataset.open(spec.dataset)
+    joined = ds.join("clg", columns=["speed", "lateral_offset", "heading_error", "collision", "off_road", "stuck"])
+    expected = recompute(joined, RewardConfig(penalty=-5.0, theta_min=-0.2)).set_index(["episode_id", "step"])["reward"]
+    wanted = [expected[(episode, step + 1)] for episode, step in result.buffer.keys()]  # reward of row t+1
+    assert result.buffer.rewards() == pytest.approx(wanted, abs=1e-6)
+    stored = ds.join("clg", columns=["speed"]).set_index(["episode_id", "step"])["reward"]
+    assert not stored.equals(expected)  # the overrides changed the rewards
     # updates follow the labels: updates_per_step per labelled transition of the run (learning_starts = 0)
     assert result.state.grad_steps == round(len(result.buffer) * ONLINE["updates_per_step"])
     assert (tmp_path / "run" / "annotate.log").read_text().count("=== pass") >= 1
