@@ -23,6 +23,7 @@ FAST_OVERRIDES = (
     "clip.device=cpu",
     "clip.batch_size=32",
     "gate.source=scene",
+    "gate.corridor_half_width=3.0",  # wider than the lane default, so the short test episodes gate some frames
     "vlm.backend=none",
 )
 
