@@ -44,7 +44,7 @@ def test_audit_of_a_real_sumo_dataset(tmp_path: Path) -> None:
         assert summary["recall"] == pytest.approx(recorded["gate_recall"])
     assert "The VLM pathway is off in this label set" in " ".join(summary["findings"])
     assert not any("saturated" in n for n in summary["findings"])
-    assert "25 m ahead and 3 m either side" in text  # the corridor of annotate's default gate settings
+    assert "25 m ahead and 1.75 m either side" in text  # the corridor of annotate's default gate settings
 
     diff = compare(ds, "clg-v1", "clg-v2", top=5, progress=False)
     # a new positive prompt re-scores sim_pos from the same image embeddings; the negative prompt and gate stay
