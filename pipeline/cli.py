@@ -33,3 +33,7 @@ main.add_command(export)
 from pipeline.commands.annotate import annotate  # noqa: E402
 
 main.add_command(annotate)
+
+from pipeline.commands.demo import demo  # noqa: E402
+
+main.add_command(demo)
