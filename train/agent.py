@@ -16,7 +16,8 @@ import torch
 from d3rlpy.algos import SAC, SACConfig
 
 from collect.backend import Observation
-from data_schema.features import STATE_DIM, state_vector
+from collect.policies.base import observation_state
+from data_schema.features import STATE_DIM
 from data_schema.schema import ACTION_SIZE
 from train.config import TrainConfig
 from train.encoder import BevStateEncoderFactory, downsample_bev
@@ -84,15 +85,7 @@ def bev_size_of(agent: SAC) -> int:
 
 def observation_from(obs: Observation, bev: np.ndarray, bev_size: int) -> list[np.ndarray]:
     """A batch of one d3rlpy observation from a collector observation and its rendered ``HxWx3`` BEV."""
-    state = state_vector(
-        obs.speed,
-        obs.controls.steer,
-        obs.controls.throttle,
-        obs.controls.brake,
-        obs.route.lateral_offset,
-        obs.route.heading_error,
-        obs.route.ahead,
-    )
+    state = observation_state(obs)
     frame = torch.from_numpy(np.ascontiguousarray(bev.transpose(2, 0, 1)))[None]
     return [downsample_bev(frame, bev_size).numpy(), state.reshape(1, STATE_DIM)]
 

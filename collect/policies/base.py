@@ -7,6 +7,7 @@ from typing import Protocol
 import numpy as np
 
 from collect.backend import Observation
+from data_schema.features import state_vector
 
 
 class Policy(Protocol):
@@ -23,3 +24,10 @@ class Policy(Protocol):
     def reset(self, seed: int) -> None: ...
 
     def act(self, obs: Observation, bev: np.ndarray) -> np.ndarray: ...
+
+
+def observation_state(obs: Observation) -> np.ndarray:
+    """The state vector a trained policy sees for a live observation: the same ``data_schema.features``
+    computation that replay applies to the stored columns, so training and driving cannot disagree."""
+    controls, route = obs.controls, obs.route
+    return state_vector(obs.speed, controls.steer, controls.throttle, controls.brake, route.lateral_offset, route.heading_error, route.ahead)

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from collect.backend import Observation
-from data_schema.features import STATE_DIM, state_vector
+from collect.policies.base import observation_state
+from data_schema.features import STATE_DIM
 
 
 def checkpoint_hash(path: str | Path) -> str:
@@ -48,15 +49,7 @@ class TorchScriptPolicy:
         """Deterministic policy: nothing to reseed."""
 
     def act(self, obs: Observation, bev: np.ndarray) -> np.ndarray:
-        state = state_vector(
-            obs.speed,
-            obs.controls.steer,
-            obs.controls.throttle,
-            obs.controls.brake,
-            obs.route.lateral_offset,
-            obs.route.heading_error,
-            obs.route.ahead,
-        )
+        state = observation_state(obs)
         bev_t = torch.from_numpy(np.ascontiguousarray(bev.transpose(2, 0, 1)))[None]
         state_t = torch.from_numpy(state.reshape(1, STATE_DIM))
         with torch.inference_mode():
