@@ -37,6 +37,19 @@ class VlmBackend(Protocol):
         ...
 
 
+class ConfiguredVlm:
+    """What every backend derives from its config alone: the model id and the settings hash of its answers."""
+
+    config: VlmConfig
+
+    @property
+    def model_id(self) -> str:
+        return self.config.model
+
+    def settings_id(self) -> str:
+        return settings_id(self.config)
+
+
 @dataclass(frozen=True)
 class Reply:
     """One request's outcome: the model's text, or (text None) why the transport gave none."""

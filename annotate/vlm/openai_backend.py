@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from annotate.vlm.answer import ANSWER_SCHEMA, ANSWER_SCHEMA_NAME, VlmAnswer
-from annotate.vlm.backend import Reply, assess_with_retries, settings_id
+from annotate.vlm.backend import ConfiguredVlm, Reply, assess_with_retries
 from annotate.vlm.config import VlmConfig
 from annotate.vlm.prompt import check_windows, fill_images, frame_data_url
 
@@ -59,7 +59,7 @@ def backoff_delay(config: VlmConfig, retry: int, retry_after: str | None = None)
     return min(config.backoff_s * 2**retry, MAX_BACKOFF_S)
 
 
-class OpenAiVlm:
+class OpenAiVlm(ConfiguredVlm):
     """Talks to one OpenAI-compatible endpoint; checks at construction that it answers."""
 
     def __init__(self, config: VlmConfig) -> None:
@@ -77,13 +77,6 @@ class OpenAiVlm:
             limits=httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency),
         )
         self._check_server()
-
-    @property
-    def model_id(self) -> str:
-        return self.config.model
-
-    def settings_id(self) -> str:
-        return settings_id(self.config)
 
     def assess(self, windows: Sequence[Sequence[bytes]]) -> list[VlmAnswer]:
         check_windows(windows, self.config)

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from annotate.vlm.answer import VlmAnswer
-from annotate.vlm.backend import Reply, assess_with_retries, settings_id
+from annotate.vlm.backend import ConfiguredVlm, Reply, assess_with_retries
 from annotate.vlm.config import VlmConfig
 from annotate.vlm.prompt import check_windows, decode_frame
 
 
-class TransformersVlm:
+class TransformersVlm(ConfiguredVlm):
     """Batched greedy (or seeded sampled) generation with the model's own processor and chat template."""
 
     def __init__(self, config: VlmConfig) -> None:
@@ -43,13 +43,6 @@ class TransformersVlm:
         self._generation_config = _generation_config(self._model.generation_config, config)
         # One generate at a time: worker threads share this model, and seeding uses torch's global RNG.
         self._lock = threading.Lock()
-
-    @property
-    def model_id(self) -> str:
-        return self.config.model
-
-    def settings_id(self) -> str:
-        return settings_id(self.config)
 
     def assess(self, windows: Sequence[Sequence[bytes]]) -> list[VlmAnswer]:
         check_windows(windows, self.config)

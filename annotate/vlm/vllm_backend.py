@@ -16,7 +16,7 @@ from typing import Any
 from packaging.version import Version
 
 from annotate.vlm.answer import ANSWER_SCHEMA, VlmAnswer
-from annotate.vlm.backend import Reply, assess_with_retries, settings_id
+from annotate.vlm.backend import ConfiguredVlm, Reply, assess_with_retries
 from annotate.vlm.config import VlmConfig
 from annotate.vlm.prompt import check_windows, fill_images, frame_data_url
 
@@ -84,7 +84,7 @@ def conversations(
     return [fill_images(m, urls) for m, urls in zip(messages, frame_urls, strict=True)]
 
 
-class VllmVlm:
+class VllmVlm(ConfiguredVlm):
     """One ``vllm.LLM`` on this process's GPUs; each retry round is one ``LLM.chat`` batch."""
 
     def __init__(self, config: VlmConfig) -> None:
@@ -100,13 +100,6 @@ class VllmVlm:
         self._llm = vllm.LLM(**engine_kwargs(config))
         self._sampling = vllm.SamplingParams(**sampling_kwargs(config), **structured_outputs_kwargs(config, api))
         self._lock = threading.Lock()  # LLM is not thread-safe; dask worker threads share this backend
-
-    @property
-    def model_id(self) -> str:
-        return self.config.model
-
-    def settings_id(self) -> str:
-        return settings_id(self.config)
 
     def assess(self, windows: Sequence[Sequence[bytes]]) -> list[VlmAnswer]:
         check_windows(windows, self.config)
