@@ -83,7 +83,9 @@ def test_two_rounds_end_with_exactly_the_labelled_transitions(tmp_path):
 
 def test_a_run_killed_mid_round_resumes_and_finishes(tmp_path):
     ds_path, run_path = str(tmp_path / "ds"), tmp_path / "run"
-    tiny = [a for k, v in ONLINE.items() for a in ("--set", f"{k}={list(v) if isinstance(v, tuple) else v}")]
+    # Ten one-episode shards a round: round 2 stays mid-way long enough to be caught even on an idle machine.
+    settings = {**ONLINE, "steps_per_round": 120}
+    tiny = [a for k, v in settings.items() for a in ("--set", f"{k}={list(v) if isinstance(v, tuple) else v}")]
     command = [sys.executable, "-m", "pipeline", "train", ds_path, "--label-set", "clg", "--out", str(run_path), "--rounds", "3", *tiny]
     command += [a for s in ANNOTATE for a in ("--annotate-set", s)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -96,7 +98,7 @@ def test_a_run_killed_mid_round_resumes_and_finishes(tmp_path):
                 ds = Dataset.open(ds_path)
                 if len(run_shards(ds, run.spec().run_id)) > state.episodes:
                     break
-            time.sleep(0.2)
+            time.sleep(0.02)
         assert process.poll() is None, "the run ended before it could be killed mid-round"
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the trainer and its annotation pass, as a crashed machine would
