@@ -19,7 +19,8 @@ step limit):
 * **Collision speed (CS, km/h)**: the mean ego speed at the moment of collision, over the episodes that
   collided; empty when none did.
 * **Success rate (SR)**: the fraction of episodes that end within 5 m of the route's goal
-  (``distance_to_goal`` of the last row <= 5 m) without a collision.
+  (``distance_to_goal`` of the last row <= 5 m, having completed at least 90 % of the route, so that a loop
+  route passing its goal near its start does not count) without a collision.
 * **Collisions per km (CPK)**: the number of collisions (at most one per episode, since a collision ends it)
   divided by the total distance in km; empty when no distance was driven.
 """
@@ -36,6 +37,9 @@ import pandas as pd
 from data_schema import Dataset
 
 SUCCESS_RADIUS_M = 5.0
+#: ``distance_to_goal`` is a straight line, and a loop route passes its own goal near its start; an episode
+#: must also have driven most of its route to count as reaching the goal.
+SUCCESS_MIN_COMPLETION = 0.9
 MS_TO_KMH = 3.6
 
 #: Raw columns the metrics read.
@@ -77,7 +81,7 @@ def episode_table(steps: pd.DataFrame) -> pd.DataFrame:
             "collision_speed_kmh": float(ep["speed"].iloc[hits[0]]) * MS_TO_KMH if collided else math.nan,
             "route_completion": float(last["route_completion"]),
             "distance_m": float(np.hypot(np.diff(ep["x"].to_numpy()), np.diff(ep["y"].to_numpy())).sum()),
-            "success": bool(last["distance_to_goal"] <= SUCCESS_RADIUS_M and not collided),
+            "success": bool(last["distance_to_goal"] <= SUCCESS_RADIUS_M and last["route_completion"] >= SUCCESS_MIN_COMPLETION and not collided),
         })  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -46,8 +46,9 @@ def test_metrics_by_hand(steps):
 def test_a_crash_at_the_goal_is_no_success_and_safe_runs_have_no_collision_speed():
     crash = _episode("x", [0, 4], [3, 3], 1.0, 1.0, collision_at=1)
     safe = _episode("y", [0, 0], [0, 0], 0.0, 50.0)
-    table = episode_table(pd.concat([crash, safe]))
-    assert table.set_index("episode_id")["success"].to_dict() == {"x": False, "y": False}
+    loop_start = _episode("z", [0, 1], [1, 1], 0.01, 2.0)  # a loop route ends near where it starts
+    table = episode_table(pd.concat([crash, safe, loop_start]))
+    assert table.set_index("episode_id")["success"].to_dict() == {"x": False, "y": False, "z": False}
     m = compute_metrics(safe)
     assert m.collision_speed_kmh is None and m.collisions_per_km is None and m.collision_rate == 0.0
     assert m.total_distance_m == 0.0
