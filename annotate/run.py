@@ -63,33 +63,33 @@ class RunSummary:
     done: int = 0
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
-    frames: int = 0
-    gated: int = 0
-    gate_tp: int = 0
-    gate_fp: int = 0
-    gate_fn: int = 0
-    vlm_calls: int = 0
-    vlm_ok: int = 0
-    vlm_cache_hits: int = 0
-    images_encoded: int = 0
-    embedding_cache_hits: int = 0
-    models_loaded: int = 0
     seconds: float = 0.0
     #: Of ``seconds``: starting the cluster and loading the models on a first worker, before any shard ran.
     startup_seconds: float = 0.0
-    hosts: set[str] = field(default_factory=set)
     stats: list[ShardStats] = field(default_factory=list)
 
     def add(self, stats: ShardStats) -> None:
         self.stats.append(stats)
-        self.models_loaded += stats.models_loaded
-        self.hosts.add(stats.host)
         if stats.status == "skipped":
             self.skipped += 1
-            return
-        self.done += 1
-        for name in ("frames", "gated", "gate_tp", "gate_fp", "gate_fn", "vlm_calls", "vlm_ok", "vlm_cache_hits", "images_encoded", "embedding_cache_hits"):
-            setattr(self, name, getattr(self, name) + getattr(stats, name))
+        else:
+            self.done += 1
+
+    def total(self, name: str) -> int:
+        """A ``ShardStats`` counter summed over the shards this run labelled (a skipped one counts nothing)."""
+        return sum(getattr(s, name) for s in self.stats if s.status == "done")
+
+    @property
+    def frames(self) -> int:
+        return self.total("frames")
+
+    @property
+    def gated(self) -> int:
+        return self.total("gated")
+
+    @property
+    def hosts(self) -> set[str]:
+        return {s.host for s in self.stats}
 
     @property
     def gate_share(self) -> float:
@@ -97,13 +97,13 @@ class RunSummary:
 
     @property
     def gate_recall(self) -> float | None:
-        positives = self.gate_tp + self.gate_fn
-        return self.gate_tp / positives if positives else None
+        tp, positives = self.total("gate_tp"), self.total("gate_tp") + self.total("gate_fn")
+        return tp / positives if positives else None
 
     @property
     def gate_precision(self) -> float | None:
-        fired = self.gate_tp + self.gate_fp
-        return self.gate_tp / fired if fired else None
+        tp, fired = self.total("gate_tp"), self.total("gate_tp") + self.total("gate_fp")
+        return tp / fired if fired else None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly counts (stored as the label set's ``last_run``)."""
@@ -111,8 +111,8 @@ class RunSummary:
             "shards": self.shards, "done": self.done, "skipped": self.skipped, "failed": dict(self.failed),
             "frames": self.frames, "gated": self.gated, "gate_share": self.gate_share,
             "gate_recall": self.gate_recall, "gate_precision": self.gate_precision,
-            "vlm_calls": self.vlm_calls, "vlm_ok": self.vlm_ok, "vlm_cache_hits": self.vlm_cache_hits,
-            "images_encoded": self.images_encoded, "seconds": round(self.seconds, 3),
+            "vlm_calls": self.total("vlm_calls"), "vlm_ok": self.total("vlm_ok"), "vlm_cache_hits": self.total("vlm_cache_hits"),
+            "images_encoded": self.total("images_encoded"), "seconds": round(self.seconds, 3),
             "startup_seconds": round(self.startup_seconds, 3),
         }
 
@@ -125,10 +125,11 @@ class RunSummary:
             f"label set {self.label_set} ({self.hash[:12]}): {self.done} shard(s) labelled, {self.skipped} skipped, "
             f"{len(self.failed)} failed, of {self.shards}",
             f"frames {self.frames} in {self.seconds:.1f} s ({rate:.1f} frames/s, {self.startup_seconds:.1f} s of it starting "
-            f"workers and models); images encoded {self.images_encoded}, embeddings from cache {self.embedding_cache_hits}",
+            f"workers and models); images encoded {self.total('images_encoded')}, embeddings from cache {self.total('embedding_cache_hits')}",
             f"gate: {self.gated} frames ({pct(self.gate_share)}), recall {pct(self.gate_recall)}, precision "
             f"{pct(self.gate_precision)} against the scene ground truth",
-            f"VLM: {self.vlm_calls} call(s), {self.vlm_ok} valid answer(s) for gated frames, {self.vlm_cache_hits} from cache",
+            f"VLM: {self.total('vlm_calls')} call(s), {self.total('vlm_ok')} valid answer(s) for gated frames, "
+            f"{self.total('vlm_cache_hits')} from cache",
         ]
         out += [f"FAILED {shard}: {error}" for shard, error in sorted(self.failed.items())]
         return out
