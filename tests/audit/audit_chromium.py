@@ -10,7 +10,9 @@ import asyncio
 import base64
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -50,21 +52,36 @@ def load_page(url: str, screenshot: Path, width: int = 1280, timeout_s: float = 
     binary = chromium_path()
     if binary is None:
         raise FileNotFoundError("no chromium binary on PATH")
-    with tempfile.TemporaryDirectory(prefix="audit-chromium-") as profile:
+    # Chromium's helper processes can still write to the profile after the browser exits: the whole process
+    # group is stopped before the profile goes, and a file written in that gap does not fail the test.
+    with tempfile.TemporaryDirectory(prefix="audit-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
              f"--user-data-dir={profile}", "--remote-debugging-port=0", f"--window-size={width},900", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         try:
             port = _devtools_port(Path(profile), proc, timeout_s)
             return asyncio.run(asyncio.wait_for(_drive(port, url, screenshot, width), timeout_s))
         finally:
-            proc.terminate()
+            _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Stop the browser and every helper it started (renderer, GPU, crashpad), which share its process group."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the browser itself so the group can empty
             try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
 
 
 def _devtools_port(profile: Path, proc: subprocess.Popen, timeout_s: float) -> int:
