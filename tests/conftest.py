@@ -1,4 +1,4 @@
-"""Suite-wide settings: offline model libraries, a headless matplotlib, and small raw-step builders."""
+"""Suite-wide settings: offline model libraries and a headless matplotlib (fixture tables: episode_tables.py)."""
 
 from __future__ import annotations
 

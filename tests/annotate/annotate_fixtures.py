@@ -14,7 +14,8 @@ import pyarrow as pa
 import pytest
 
 from annotate.config import load_config
-from data_schema import ROUTE_AHEAD_POINTS, Dataset, encode_jpeg, encode_png
+from data_schema import Dataset, encode_jpeg, encode_png
+from episode_tables import episode_table
 
 #: CLIP with random weights (seeded, identical in every process) and a small architecture; no VLM.
 FAST_OVERRIDES = (
@@ -90,43 +91,24 @@ def raw_episode(
     camera = camera_frames is not None
     agents = agents if agents is not None else episode_agents(steps, crossing)
     frames = bev_frames if bev_frames is not None else [bev_frame(t + seed, a) for t, a in enumerate(agents)]
-    last = [False] * (steps - 1) + [True]
     collision = [t == collision_at for t in range(steps)]
-    return pa.table(
-        {
-            "episode_id": [episode_id] * steps,
-            "step": pa.array(range(steps), pa.int32()),
-            "t": [0.1 * i for i in range(steps)],
-            "backend": ["carla" if camera else "sumo"] * steps,
-            "map": ["town"] * steps,
-            "seed": [seed] * steps,
-            "policy": ["expert"] * steps,
-            "bev": [encode_png(f) for f in frames],
-            "camera": pa.array([encode_jpeg(f) for f in camera_frames] if camera else [None] * steps, pa.binary()),
-            "x": np.arange(steps, dtype=np.float64),
-            "y": np.zeros(steps),
-            "yaw": np.zeros(steps, np.float32),
-            "speed": rng.uniform(2, 8, steps).astype(np.float32),
-            "steer": rng.uniform(-0.2, 0.2, steps).astype(np.float32),
-            "throttle": rng.uniform(0, 1, steps).astype(np.float32),
-            "brake": np.zeros(steps, np.float32),
-            "lateral_offset": rng.normal(0, 0.3, steps).astype(np.float32),
-            "heading_error": rng.normal(0, 0.1, steps).astype(np.float32),
-            "route_progress": np.arange(steps, dtype=np.float32),
-            "route_completion": np.linspace(0, 1, steps, dtype=np.float32),
-            "distance_to_goal": np.arange(steps, 0, -1, dtype=np.float32),
-            "route_ahead": [np.zeros((ROUTE_AHEAD_POINTS, 2), np.float32).tolist()] * steps,
-            "agents": agents,
-            "action": [[0.0, 0.5]] * (steps - 1) + [None],
-            "collision": collision,
-            "collision_with": pa.array(["pedestrian" if c else None for c in collision], pa.string()),
-            "off_road": [False] * steps,
-            "red_light": [False] * steps,
-            "stuck": [False] * steps,
-            "terminated": last,
-            "truncated": [False] * steps,
-            "is_last": last,
-        }
+    return episode_table(
+        episode_id,
+        steps,
+        backend="carla" if camera else "sumo",
+        seed=seed,
+        policy="expert",
+        bev=[encode_png(f) for f in frames],
+        camera=[encode_jpeg(f) for f in camera_frames] if camera else None,
+        speed=rng.uniform(2, 8, steps),
+        steer=rng.uniform(-0.2, 0.2, steps),
+        throttle=rng.uniform(0, 1, steps),
+        lateral_offset=rng.normal(0, 0.3, steps),
+        heading_error=rng.normal(0, 0.1, steps),
+        agents=agents,
+        action=[[0.0, 0.5]] * (steps - 1) + [None],
+        collision=collision,
+        collision_with=["pedestrian" if c else None for c in collision],
     )
 
 

@@ -29,7 +29,7 @@ def test_hash_is_the_sha256_of_the_canonical_spec_and_is_stable_across_processes
     assert spec["schema_version"] == SCHEMA_VERSION
     assert spec["clip"]["weights_id"] == "random-seed0" and spec["clip"]["model_id"] == "ViT-S-32-alt"
     code = (
-        "import sys; sys.path.insert(0, 'tests/annotate')\n"
+        "import sys; sys.path[:0] = ['tests', 'tests/annotate']\n"
         "from annotate_fixtures import fast_config\n"
         "from annotate.label_set import ModelIds, build_spec, spec_hash\n"
         "print(spec_hash(build_spec(fast_config(), ModelIds('ViT-S-32-alt', 'random-seed0', None))))"

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_schema import (
-    LABEL_SCHEMA,
     RAW_STEP_SCHEMA,
     ROUTE_AHEAD_POINTS,
     Dataset,
@@ -24,68 +24,36 @@ from data_schema import (
 )
 from data_schema.features import STATE_DIM, state_matrix, state_vector
 from data_schema.schema import META_SCHEMA_VERSION
+from episode_tables import episode_table, label_table
+
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def raw_episode(episode_id: str, steps: int, seed: int = 0) -> pa.Table:
     """A schema-complete episode with distinct per-step values and a small BEV image per row."""
     rng = np.random.default_rng(seed)
-    frames = [encode_png(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)) for _ in range(steps)]
-    last = [False] * (steps - 1) + [True]
-    return pa.table(
-        {
-            "episode_id": [episode_id] * steps,
-            "step": pa.array(range(steps), pa.int32()),
-            "t": [0.1 * i for i in range(steps)],
-            "backend": ["sumo"] * steps,
-            "map": ["town"] * steps,
-            "seed": [seed] * steps,
-            "policy": ["random"] * steps,
-            "bev": frames,
-            "camera": pa.array([None] * steps, pa.binary()),
-            "x": rng.normal(size=steps),
-            "y": rng.normal(size=steps),
-            "yaw": rng.normal(size=steps).astype(np.float32),
-            "speed": rng.uniform(0, 8, steps).astype(np.float32),
-            "steer": rng.uniform(-1, 1, steps).astype(np.float32),
-            "throttle": rng.uniform(0, 1, steps).astype(np.float32),
-            "brake": np.zeros(steps, np.float32),
-            "lateral_offset": rng.normal(size=steps).astype(np.float32),
-            "heading_error": rng.normal(size=steps).astype(np.float32),
-            "route_progress": np.arange(steps, dtype=np.float32),
-            "route_completion": np.linspace(0, 1, steps, dtype=np.float32),
-            "distance_to_goal": np.arange(steps, 0, -1, dtype=np.float32),
-            "route_ahead": [rng.normal(size=(ROUTE_AHEAD_POINTS, 2)).astype(np.float32).tolist() for _ in range(steps)],
-            "agents": [[{"kind": "pedestrian", "x": 5.0, "y": 0.5, "yaw": 0.0, "speed": 1.2, "length": 0.5, "width": 0.5}]] * steps,
-            "action": [[0.1, 0.5]] * (steps - 1) + [None],
-            "collision": [False] * steps,
-            "collision_with": pa.array([None] * steps, pa.string()),
-            "off_road": [False] * steps,
-            "red_light": [False] * steps,
-            "stuck": [False] * steps,
-            "terminated": last,
-            "truncated": [False] * steps,
-            "is_last": last,
-        }
+    pedestrian = {"kind": "pedestrian", "x": 5.0, "y": 0.5, "yaw": 0.0, "speed": 1.2, "length": 0.5, "width": 0.5}
+    return episode_table(
+        episode_id,
+        steps,
+        seed=seed,
+        bev=[encode_png(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)) for _ in range(steps)],
+        x=rng.normal(size=steps),
+        y=rng.normal(size=steps),
+        yaw=rng.normal(size=steps),
+        speed=rng.uniform(0, 8, steps),
+        steer=rng.uniform(-1, 1, steps),
+        throttle=rng.uniform(0, 1, steps),
+        lateral_offset=rng.normal(size=steps),
+        heading_error=rng.normal(size=steps),
+        route_ahead=[rng.normal(size=(ROUTE_AHEAD_POINTS, 2)).tolist() for _ in range(steps)],
+        agents=[[pedestrian]] * steps,
+        action=[[0.1, 0.5]] * (steps - 1) + [None],
     )
 
 
 def labels_for(raw: pa.Table, reward_offset: float = 0.0) -> pa.Table:
-    n = raw.num_rows
-    values = {name: np.full(n, 0.5, np.float32) for name in LABEL_SCHEMA.names if LABEL_SCHEMA.field(name).type == pa.float32()}
-    values["reward"] = np.arange(n, dtype=np.float32) + reward_offset
-    return pa.table(
-        {
-            "episode_id": raw.column("episode_id"),
-            "step": raw.column("step"),
-            **values,
-            "gate": [False] * n,
-            "gate_source": ["scene"] * n,
-            "detections": pa.array([[]] * n, LABEL_SCHEMA.field("detections").type),
-            "vlm_text": pa.array([None] * n, pa.string()),
-            "vlm_json": pa.array([None] * n, pa.string()),
-            "vlm_ok": pa.array([None] * n, pa.bool_()),
-        }
-    )
+    return label_table(raw, reward=np.arange(raw.num_rows) + reward_offset)
 
 
 @pytest.fixture
@@ -102,7 +70,9 @@ def test_round_trip_preserves_every_column(tmp_path):
     ds.write_episode_shard("shard", original)
     back = ds.read_shard("shard")
     assert back.schema.equals(RAW_STEP_SCHEMA, check_metadata=False)
-    assert back.to_pylist() == original.cast(RAW_STEP_SCHEMA).to_pylist()
+    assert back.to_pylist() == original.to_pylist()
+    ds.write_episode_shard("inferred", pa.table(original.to_pydict()))  # plain Python types are cast on write
+    assert ds.read_shard("inferred").to_pylist() == original.to_pylist()
     assert pq.read_schema(ds.shard_path("shard")).metadata[META_SCHEMA_VERSION] == b"1"
 
 
@@ -199,19 +169,18 @@ def test_killed_writer_leaves_no_visible_shard(tmp_path):
         import os, signal
         import pyarrow.parquet as pq
         from data_schema import Dataset
-        from tests_data_schema_helpers import raw_episode
+        from episode_tables import episode_table
         real_write = pq.write_table
         def write_then_die(table, where, **kw):
             real_write(table, where, **kw)
             where.flush()
             os.kill(os.getpid(), signal.SIGKILL)
         pq.write_table = write_then_die
-        Dataset.open({str(root)!r}).write_episode_shard("run1-e000000", raw_episode("x", 50))
+        Dataset.open({str(root)!r}).write_episode_shard("run1-e000000", episode_table("x", 50))
         """
     )
-    helpers = tmp_path / "tests_data_schema_helpers.py"
-    helpers.write_text(_helpers_source())
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.getcwd()}"})
+    path = os.pathsep.join([str(TESTS), str(TESTS.parent)])
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": path})
     assert proc.returncode == -9
     ds = Dataset.open(str(root))
     assert ds.shards() == []
@@ -220,12 +189,6 @@ def test_killed_writer_leaves_no_visible_shard(tmp_path):
     assert ds.remove_leftovers(owner="other-run") == []
     assert len(ds.remove_leftovers(owner="run1")) == 1
     assert os.listdir(root / "episodes") == []
-
-
-def _helpers_source() -> str:
-    import inspect
-
-    return "import numpy as np\nimport pyarrow as pa\nfrom data_schema import encode_png, ROUTE_AHEAD_POINTS\n\n" + inspect.getsource(raw_episode)
 
 
 def label_set_with(ds: Dataset, name: str, shards: dict[str, float], label_hash: str = "h1"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from train_data import LABEL_HASH, frame_value, label_table, raw_episode, reward_of, write_dataset
+from train_data import LABEL_HASH, frame_value, labels_of, raw_episode, reward_of, write_dataset
 
 from data_schema import DatasetError, SchemaError
 from train.replay import ReplayBuffer, read_shard_transitions
@@ -63,10 +63,10 @@ def test_a_shard_without_labels_contributes_nothing(small_dataset):
 def test_stale_or_mismatched_labels_are_refused(tmp_path):
     ds = write_dataset(str(tmp_path / "ds"), {"a": [raw_episode(1, 3)], "b": [raw_episode(2, 3)]}, labelled={"a"})
     labels = ds.label_set("test")
-    labels.write_shard("b", label_table(ds.read_shard("b")), "another-hash")
+    labels.write_shard("b", labels_of(ds.read_shard("b")), "another-hash")
     with pytest.raises(SchemaError, match="stale label shard"):
         read_shard_transitions(ds, labels, "b", BEV)
-    wrong_keys = label_table(raw_episode(9, 3))  # same row count, other episode
+    wrong_keys = labels_of(raw_episode(9, 3))  # same row count, other episode
     labels.write_shard("b", wrong_keys, LABEL_HASH)
     with pytest.raises(DatasetError, match="keys"):
         read_shard_transitions(ds, labels, "b", BEV)
