@@ -146,7 +146,7 @@ def plan(dataset: Dataset, labels: LabelSet, digest: str, force: bool) -> tuple[
     """``(todo, skipped)`` raw shards: skipped ones already carry a label shard with this hash."""
     todo, skipped = [], []
     for shard in dataset.shards():
-        if not force and _current_hash(labels, shard) == digest:
+        if not force and current_hash(labels, shard) == digest:
             skipped.append(shard)
         else:
             todo.append(shard)
@@ -200,11 +200,12 @@ def code_version() -> str:
     return version
 
 
-def _current_hash(labels: LabelSet, shard: str) -> str | None:
+def current_hash(labels: LabelSet, shard: str) -> str | None:
+    """The hash a label shard was written for; None when it is absent or unreadable (it is then relabelled)."""
     try:
         return labels.shard_hash(shard)
     except SchemaError:
-        return None  # unreadable label shard: relabel it
+        return None
 
 
 def _without(section: dict[str, Any], name: str) -> dict[str, Any]:

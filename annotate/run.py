@@ -214,8 +214,12 @@ def _load_models(client: Client, config: AnnotateConfig, camera: bool, resources
 
 
 def _model_ids(config: AnnotateConfig, camera: bool) -> ModelIds:
-    """Runs on a worker: loads the models there (they stay cached for its tasks) and reports their identity."""
+    """Runs on a worker: loads the models there (they stay cached for its tasks) and reports their identity.
+
+    The VLM is loaded here too, so a wrong model path, server or key stops the run before any shard runs.
+    """
     pathway = model_cache.static_pathway(config.clip)
+    model_cache.vlm_backend(config.vlm)
     gate_weights = model_cache.camera_gate(config.gate).weights_id if camera else None
     return ModelIds(clip_model=pathway.model_id, clip_weights=pathway.weights_id, gate_weights=gate_weights)
 

@@ -39,14 +39,13 @@ from data_schema.storage import atomic_write
 from annotate import model_cache
 from annotate.config import AnnotateConfig
 from annotate.gate import GateQuality, scene_gate_column
+from annotate.label_set import current_hash
+from annotate.reward import RAW_COLUMNS as REWARD_RAW_COLUMNS
 from annotate.reward import synthesize
 from annotate.vlm import VlmAnswer, cache_key, settings_id
 
 #: Raw columns a shard task reads (images stay encoded until a model needs them).
-RAW_COLUMNS = [
-    "episode_id", "step", "bev", "camera", "agents",
-    "speed", "lateral_offset", "heading_error", "collision", "off_road", "stuck",
-]
+RAW_COLUMNS = [*REWARD_RAW_COLUMNS, "bev", "camera", "agents"]
 #: Frames decoded and encoded at a time: bounds memory on long shards.
 DECODE_CHUNK = 256
 #: Threads decoding the next chunk while a model runs on the current one (PIL releases the GIL).
@@ -120,7 +119,7 @@ def annotate_shard(task: ShardTask) -> ShardStats:
     dataset = Dataset(task.dataset_url)
     labels = dataset.label_set(task.label_set)
     stats = ShardStats(task.shard, "done", host=socket.gethostname(), pid=os.getpid())
-    if not task.force and labels.shard_hash(task.shard) == task.label_set_hash:
+    if not task.force and current_hash(labels, task.shard) == task.label_set_hash:
         stats.status = "skipped"
         return stats
     table = dataset.read_shard(task.shard, RAW_COLUMNS)
@@ -155,7 +154,7 @@ def annotate_shard(task: ShardTask) -> ShardStats:
     reward = synthesize(
         {
             "episode_id": columns.episode_id, "step": columns.step, "r_static": r_static, "r_dynamic": r_dynamic,
-            **{name: table.column(name).to_numpy() for name in ("speed", "lateral_offset", "heading_error", "collision", "off_road", "stuck")},
+            **{name: table.column(name).to_numpy() for name in REWARD_RAW_COLUMNS if name not in ("episode_id", "step")},
         },
         config.reward,
     )

@@ -41,7 +41,7 @@ from PIL import Image
 
 from annotate import model_cache
 from annotate.config import load_config
-from annotate.gate import CameraGate, GateConfig, GateQuality, scene_gate_column
+from annotate.gate import CameraGate, GateConfig, scene_gate_column
 from annotate.label_set import ModelIds, build_spec, prepare
 from annotate.model_weights import cache_dir
 from annotate.run import RunOptions, annotate_dataset
@@ -183,12 +183,10 @@ def main() -> None:
 
         gate_ds = collect(tmp / "gate", args.gate_episodes, args.gate_steps, args.seed + 1)
         agents = gate_ds.read_steps(["agents"]).column("agents")
-        quality = GateQuality()
-        truth = scene_gate_column(agents, config.gate)
-        quality.update(scene_gate_column(agents, config.gate), truth)
-        print(f"scene gate on {quality.frames} SUMO frames ({args.gate_episodes} episodes): {100 * quality.share_gated:.1f} % gated "
-              f"(goal <= 25 %), recall {quality.recall if quality.recall is not None else float('nan'):.3f} (goal >= 0.95), "
-              f"corridor {config.gate.corridor_length} m x +-{config.gate.corridor_half_width} m")
+        gated = scene_gate_column(agents, config.gate)
+        # the scene gate is the ground truth itself (recall 1 by construction): only its share says something
+        print(f"scene gate on {len(gated)} SUMO frames ({args.gate_episodes} episodes): {100 * gated.mean():.1f} % gated "
+              f"(goal <= 25 %), corridor {config.gate.corridor_length} m x +-{config.gate.corridor_half_width} m")
 
         model_cache.clear()  # the workers load their own
         runs = {}
@@ -198,7 +196,7 @@ def main() -> None:
             assert summary.done == len(dataset.shards()) and not summary.failed, summary.failed
             runs[workers] = summary
             print(f"dask, {workers} worker(s): {summary.seconds:.1f} s wall, {summary.seconds - summary.startup_seconds:.1f} s labelling; "
-                  f"gate {100 * summary.gate_share:.1f} %, recall {summary.gate_recall}")
+                  f"gate {100 * summary.gate_share:.1f} %")
         one, two = runs[1], runs[2]
         speedup = (one.seconds - one.startup_seconds) / (two.seconds - two.startup_seconds)
         print(f"  speed-up 2 vs 1 workers: {speedup:.2f}x labelling (goal >= 1.7x), {one.seconds / two.seconds:.2f}x wall")

@@ -12,7 +12,7 @@ from annotate.model_weights import WeightsError
 from data_schema import DatasetError
 
 #: Errors that carry a message for the user; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, DatasetError, WeightsError, FileNotFoundError, ConnectionError, TimeoutError, ValueError)
+USER_ERRORS = (ConfigError, DatasetError, WeightsError, FileNotFoundError, ConnectionError, TimeoutError, ValueError, ImportError)
 
 
 @click.command("annotate")

@@ -85,6 +85,14 @@ def test_bad_options_fail_with_a_message_naming_them(dataset, args, message):
     assert "Traceback" not in result.output
 
 
+def test_a_vlm_that_cannot_load_stops_the_run_before_any_shard(dataset, tmp_path):
+    missing = tmp_path / "no-such-model"
+    result = annotate(dataset, "--label-set", "vlm-missing", "--set", "vlm.backend=transformers", "--set", f"vlm.model={missing}")
+    assert result.exit_code == 1 and f"{str(missing)!r} is not a saved model directory" in result.output, result.output
+    assert "failed" not in result.output and "Traceback" not in result.output
+    assert dataset.label_set("vlm-missing").shards() == []
+
+
 def test_a_yaml_file_with_an_unknown_section_is_named(dataset, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(json.dumps({"clip": {"model": "ViT-S-32-alt"}, "gates": {}}))

@@ -163,6 +163,17 @@ def test_stale_label_shard_is_relabelled_and_never_read_as_current(dataset):
     assert len(dataset.join("clg-v1")) == 12
 
 
+def test_an_unreadable_label_shard_is_relabelled_by_the_plan_and_by_its_task(dataset):
+    labels, h, *_ = label(dataset, "clg-v1")
+    with open(labels.shard_path("s01"), "wb") as f:
+        f.write(b"garbage")
+    todo, skipped = plan(dataset, labels, h, force=False)
+    assert todo == ["s01"] and skipped == ["s00"]
+    stats = annotate_shard(ShardTask(dataset.url, "s01", "clg-v1", h, fast_config()))
+    assert stats.status == "done" and labels.shard_hash("s01") == h
+    assert len(dataset.join("clg-v1")) == 12
+
+
 def test_record_run_counts_what_is_on_disk(dataset):
     labels, h, *_ = label(dataset, "clg-v1")
     record_run(labels, h, {"worker-a"}, {"done": 2})
