@@ -27,7 +27,7 @@ from data_schema.storage import atomic_write_bytes, filesystem
 from pipeline.audit.config import ReportConfig
 from pipeline.audit.groundtruth import describe, ground_truth, truth_config
 from pipeline.audit.html import page, paragraph, png_img, preformatted, section, table
-from pipeline.audit.show import figure_png, plot_timeline, show_frames
+from pipeline.audit.show import figure_png, penalty_rows, plot_timeline, show_frames
 
 #: Raw and label columns the report reads for every sampled frame (no images, no VLM JSON; agents are
 #: read as Arrow and reduced to the ground-truth flag ``critical`` at once).
@@ -269,7 +269,7 @@ def _scores(df: pd.DataFrame) -> str:
     ncols = 4
     fig = Figure(figsize=(13, 2.6 * -(-len(columns) // ncols)), layout="constrained")
     axes = fig.subplots(-(-len(columns) // ncols), ncols, squeeze=False).ravel()
-    penalised = df["reward"].to_numpy() == df["penalty"].to_numpy()
+    penalised = penalty_rows(df)
     for ax, column in zip(axes, columns):
         values = df[column].to_numpy(float)
         note = ""

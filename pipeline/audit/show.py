@@ -94,6 +94,11 @@ def show_frames(
     return fig
 
 
+def penalty_rows(df: pd.DataFrame) -> np.ndarray:
+    """Rows whose reward is an event penalty. Synthesis writes penalty 0 on other rows, where a 0 reward is a score."""
+    return df["penalty"].to_numpy() != 0 if "penalty" in df.columns else np.zeros(len(df), dtype=bool)
+
+
 def plot_timeline(episode: pd.DataFrame, title: str | None = None, width: float = 10.0) -> Figure:
     """One episode over its steps: speed vs desired speed, semantic and reward, gate, events marked.
 
@@ -112,10 +117,8 @@ def plot_timeline(episode: pd.DataFrame, title: str | None = None, width: float 
         if column in ep.columns:
             ax_speed.plot(steps, ep[column].to_numpy(), style, label=column.replace("_", " "))
     ax_speed.set_ylabel("m/s")
-    # penalty rows (reward = penalty, e.g. -10) would flatten the 0..1 scores: they are marked at the bottom instead
-    penalised = np.zeros(len(ep), dtype=bool)
-    if "penalty" in ep.columns and "reward" in ep.columns:
-        penalised = (ep["reward"].to_numpy() == ep["penalty"].to_numpy()) & (ep["penalty"].to_numpy() != 0)
+    # penalty rows (e.g. -10) would flatten the 0..1 scores: they are marked at the bottom instead
+    penalised = penalty_rows(ep)
     shown = []
     for column, colour in (("semantic", "tab:green"), ("reward", "tab:blue")):
         if column in ep.columns:

@@ -180,7 +180,7 @@ def label_rows(raw: list[dict], i: int) -> list[dict]:
                 "f_center": f_center,
                 "f_angle": f_angle,
                 "f_stability": f_stability,
-                "penalty": -10.0,
+                "penalty": -10.0 if bad else 0.0,
                 "reward": -10.0 if bad else f_speed * f_center * f_angle * f_stability,
             }
         )

@@ -15,6 +15,7 @@ from PIL import Image
 
 from data_schema import Dataset
 from pipeline.audit.config import ReportConfig
+from pipeline.audit.show import penalty_rows
 from pipeline.audit.report import build_report, findings, gate_quality, sample_frames, vlm_validity, write_report
 
 ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "audit_report.png"
@@ -49,6 +50,13 @@ def test_report_figures_match_the_planted_labels(report: tuple[str, dict]) -> No
     assert "a1a1a1a1a1a1a1a1" in text and "0.1.0+gtest" in text and "All 240 labelled frames" in text
     assert "20 m ahead and 2 m either side" in text  # the corridor of the label set's gate settings
     assert ">collision</th>" in text and ">off-road</th>" in text and ">stuck</th>" in text
+
+
+def test_only_event_penalties_count_as_penalty_rows(audit_dataset: Dataset) -> None:
+    labels = audit_dataset.join("clg-v1", columns=["collision", "off_road", "stuck"], label_columns=["reward", "penalty"])
+    events = (labels.collision | labels.off_road | labels.stuck).to_numpy()
+    assert (labels.reward[~events] == 0).any()  # frames that score 0 without an event: they are not penalties
+    assert np.array_equal(penalty_rows(labels), events)
 
 
 def test_report_is_self_contained_and_escapes_model_text(report: tuple[str, dict]) -> None:
