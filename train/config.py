@@ -70,6 +70,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.temp_lr must be >= 0 (0 keeps the temperature fixed), got {self.temp_lr}")
         if self.learning_starts < 0 or self.updates_per_step < 0:
             raise ValueError("TrainConfig.learning_starts and updates_per_step must be >= 0")
+        if self.learning_starts > self.buffer_limit:
+            raise ValueError(
+                f"TrainConfig.learning_starts {self.learning_starts} exceeds buffer_limit {self.buffer_limit}: the buffer "
+                "could never hold enough transitions and training would never start"
+            )
         if not self.cnn_channels or min(self.cnn_channels) < 1 or not self.hidden_units or min(self.hidden_units) < 1:
             raise ValueError("TrainConfig.cnn_channels and hidden_units need at least one layer, each of width >= 1")
         if self.bev_size < 4 * 2 ** (len(self.cnn_channels) - 1):

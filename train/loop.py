@@ -57,17 +57,13 @@ def reward_source(labels: LabelSet, from_components: bool, overrides: dict[str, 
         if overrides:
             raise ValueError("reward overrides need --reward-from-components")
         return STORED_REWARD
+    from annotate.config import build
     from annotate.reward import COMPONENT_COLUMNS, RAW_COLUMNS, RewardConfig, synthesize
 
     stored = labels.spec().get("spec", {}).get("reward")
     if not isinstance(stored, dict):
         raise DatasetError(f"{labels.path}/label_set.json: holds no reward parameters (spec.reward); cannot recompute rewards")
-    values = {**stored, **overrides}
-    values["penalize"] = tuple(values.get("penalize", RewardConfig.penalize))
-    try:
-        config = RewardConfig(**values)
-    except TypeError as e:
-        raise ValueError(f"reward override: {e}; RewardConfig fields: {list(RewardConfig.__dataclass_fields__)}") from e
+    config = build(RewardConfig, {**stored, **overrides}, "--reward")
     return RewardSource(
         label_columns=tuple(COMPONENT_COLUMNS),
         raw_columns=tuple(c for c in RAW_COLUMNS if c not in ("episode_id", "step")),
@@ -115,7 +111,8 @@ def train_offline(run: RunDir, echo: Echo = print) -> RunResult:
     reward = reward_source(labels, spec.reward_from_components, spec.reward_overrides)
     state, agent = _start(run)
 
-    shards = state.consumed or [s for s in dataset.shards() if s in set(labels.shards())]
+    labelled = set(labels.shards())
+    shards = state.consumed or [s for s in dataset.shards() if s in labelled]
     buffer = ReplayBuffer(config.buffer_limit, seed=config.seed + state.round)
     ingest(buffer, dataset, labels, shards, config, reward)
     state.consumed = list(shards)

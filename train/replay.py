@@ -132,7 +132,7 @@ def read_shard_transitions(
 ) -> ShardTransitions:
     """The transitions of raw shard ``shard`` with rewards from its label shard (which must exist)."""
     raw_path, label_path = dataset.shard_path(shard), labels.shard_path(shard)
-    if shard not in labels.shards():
+    if not dataset.fs.exists(label_path):
         raise DatasetError(f"{label_path}: no label shard for raw shard {shard}; unlabelled transitions never enter replay")
     raw_columns = list(dict.fromkeys(RAW_COLUMNS + reward.raw_columns))
     raw = _sorted(dataset.read_shard(shard, raw_columns))

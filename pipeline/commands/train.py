@@ -98,7 +98,9 @@ def train(dataset: str, label_set: str, run_dir: str, offline: bool, offline_ste
     run = RunDir(run_dir)
     try:
         if resume:
-            spec = _resumed_spec(run, dataset, label_set, offline, overrides)
+            given = {"reward_from_components": reward_from_components, "reward_overrides": _key_values(reward_settings, "--reward"),
+                     "annotate_args": annotate_args}  # fmt: skip
+            spec = _resumed_spec(run, dataset, label_set, offline, overrides, given)
         else:
             if run.exists():
                 raise click.ClickException(f"{run_dir}: holds a run already; pass --resume to continue it, or choose another --out")
@@ -123,7 +125,8 @@ def train(dataset: str, label_set: str, run_dir: str, offline: bool, offline_ste
     click.echo(f"checkpoint {run.checkpoints / state.checkpoint} after {state.grad_steps} updates")
 
 
-def _resumed_spec(run: Any, dataset: str, label_set: str, offline: bool, overrides: dict[str, Any]) -> Any:
+def _resumed_spec(run: Any, dataset: str, label_set: str, offline: bool, overrides: dict[str, Any], given: dict[str, Any]) -> Any:
+    """The stored spec with the resumable settings changed; ``given`` reward/annotate options must match the run's."""
     from train.config import TrainConfig
 
     spec = run.spec()
@@ -132,6 +135,9 @@ def _resumed_spec(run: Any, dataset: str, label_set: str, offline: bool, overrid
             f"{run.path}: was started on {spec.dataset} --label-set {spec.label_set} ({spec.mode}); "
             "resume it with the same arguments"
         )
+    changed = [name for name, value in given.items() if value and value != getattr(spec, name)]
+    if changed:
+        raise click.ClickException(f"--resume: {changed} differ from the run's ({run.path}/run.json); they are fixed when a run starts")
     wanted = TrainConfig.from_dict({**spec.config.to_dict(), **overrides})
     fixed = [
         f.name for f in dataclasses.fields(wanted) if f.name not in RESUMABLE and getattr(wanted, f.name) != getattr(spec.config, f.name)

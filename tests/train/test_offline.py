@@ -64,6 +64,15 @@ def test_offline_reward_overrides_need_components(small_dataset, tmp_path):
     result = CliRunner().invoke(main, ["train", *args, "--reward-from-components", "--reward", "penalty=0"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "r" / "run.json").read_text())["reward_overrides"] == {"penalty": 0}
+    resumed = CliRunner().invoke(main, ["train", *args, "--resume", "--reward-from-components", "--reward", "penalty=-5"])
+    assert resumed.exit_code != 0 and "['reward_overrides'] differ from the run's" in resumed.output, resumed.output
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["reward_overrides"] == {"penalty": 0}
+
+
+def test_learning_that_could_never_start_is_refused(small_dataset, tmp_path):
+    args = [small_dataset.path, "--label-set", "test", "--out", str(tmp_path / "r"), "--offline", "--steps", "1"]
+    result = CliRunner().invoke(main, ["train", *args, "--buffer-limit", "100", "--learning-starts", "101"])
+    assert result.exit_code != 0 and "learning_starts 101 exceeds buffer_limit 100" in result.output, result.output
 
 
 def test_a_label_set_without_shards_is_a_clear_error(tmp_path):

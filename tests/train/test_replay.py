@@ -129,5 +129,10 @@ def test_rewards_recomputed_from_components(small_dataset):
     assert not np.allclose(stored.rewards, chunk.rewards)
     with pytest.raises(ValueError, match="need --reward-from-components"):
         reward_source(labels, from_components=False, overrides={"penalty": 0.0})
-    with pytest.raises(ValueError, match="RewardConfig fields"):
+    with pytest.raises(ValueError, match="no_such_param: unknown key"):
         reward_source(labels, from_components=True, overrides={"no_such_param": 1})
+    with pytest.raises(ValueError, match="stability_window: expected an integer"):
+        reward_source(labels, from_components=True, overrides={"stability_window": 2.5})
+    only_collisions = reward_source(labels, from_components=True, overrides={"penalty": -3.0, "penalize": "collision"})  # as --reward gives it
+    chunk = read_shard_transitions(small_dataset, labels, "s0", BEV, reward=only_collisions)
+    assert chunk.rewards[chunk.terminals].tolist() == [-3.0]
