@@ -12,7 +12,9 @@ Each worker process owns one simulator (libsumo is one simulation per process), 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import math
 import multiprocessing as mp
 import multiprocessing.util as mp_util
@@ -22,7 +24,8 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import pyarrow.compute as pc
 
@@ -32,6 +35,8 @@ from collect.policies.base import Policy
 from collect.rollout import EpisodeSummary, RolloutWriter, ShardSummary
 from data_schema import Dataset, DatasetError
 
+#: Settings that say how to reach a simulator, not what it simulates: they leave the default run id alone.
+CONNECTION_FIELDS = frozenset({"host", "port", "timeout_s", "tm_port"})
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -42,15 +47,35 @@ def check_run_id(run_id: str) -> str:
 
 
 def default_run_id(env: EnvSpec, policy_name: str, seed: int) -> str:
-    """A short hash of everything that decides what episode ``i`` of the run contains."""
-    key = repr((env, policy_name, seed))
+    """A short hash of everything that decides what episode ``i`` of the run contains.
+
+    It is the same from any checkout or machine, so a rerun elsewhere resumes: a file (the SUMO network) counts
+    by its content, and how the simulator is reached (CARLA host, ports, timeout) does not count.
+    """
+    key = json.dumps([_run_key(env), policy_name, seed], sort_keys=True, default=repr)
     return "r" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
+def _run_key(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = dataclasses.fields(value)
+        return {"type": type(value).__name__} | {f.name: _run_key(getattr(value, f.name)) for f in fields if f.name not in CONNECTION_FIELDS}
+    if isinstance(value, Path):
+        return hashlib.sha256(value.read_bytes()).hexdigest()
+    if isinstance(value, (list, tuple)):
+        return [_run_key(v) for v in value]
+    return value
+
+
+def shard_name_pattern(run_id: str) -> re.Pattern[str]:
+    """Names of ``run_id``'s shards, ``<time>-<run_id>-e<first episode>``, and the start of their tmp files."""
+    return re.compile(rf"\d{{8}}T\d{{6}}-{re.escape(run_id)}-e\d{{6,}}")
+
+
 def run_shards(dataset: Dataset, run_id: str) -> list[str]:
-    """Complete shards of ``run_id`` (names are ``<time>-<run_id>-e<first episode>``)."""
-    pattern = re.compile(rf"^\d{{8}}T\d{{6}}-{re.escape(run_id)}-e\d{{6,}}$")
-    return [s for s in dataset.shards() if pattern.match(s)]
+    """Complete shards of ``run_id``."""
+    pattern = shard_name_pattern(run_id)
+    return [s for s in dataset.shards() if pattern.fullmatch(s)]
 
 
 def completed_episodes(dataset: Dataset, run_id: str, policy_name: str, seed: int) -> dict[int, str]:
@@ -166,7 +191,7 @@ def collect_episodes(
     policy_obj = make_policy(policy, seed) if isinstance(policy, str) else policy
     run_id = check_run_id(run_id) if run_id is not None else default_run_id(env, policy_obj.name, seed)
     dataset = Dataset.create(dataset_url)
-    removed = tuple(dataset.remove_leftovers(owner=f"-{run_id}-e"))
+    removed = tuple(dataset.remove_leftovers(owner=shard_name_pattern(run_id)))
     done = completed_episodes(dataset, run_id, policy_obj.name, seed)
     missing = [i for i in range(episodes) if i not in done]
     already = episodes - len(missing)

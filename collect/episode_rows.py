@@ -59,9 +59,12 @@ class EpisodeRows:
             raise ValueError(f"episode {self.episode_id}: a row was added after the final (is_last) row")
         if (action is None) != flags.is_last:
             raise ValueError(f"episode {self.episode_id}: the action must be null exactly on the is_last row")
+        route = obs.route
+        ahead = np.asarray(route.ahead, dtype=np.float32)
+        if ahead.shape != (ROUTE_AHEAD_POINTS, 2):
+            raise ValueError(f"episode {self.episode_id}: route.ahead has shape {ahead.shape}, expected ({ROUTE_AHEAD_POINTS}, 2)")
         self._last_added = flags.is_last
         ego = obs.scene.ego
-        route = obs.route
         col = self._columns
         col["t"].append(obs.t)
         col["bev"].append(encode_png(bev))
@@ -86,9 +89,6 @@ class EpisodeRows:
         col["terminated"].append(flags.terminated)
         col["truncated"].append(flags.truncated)
         col["is_last"].append(flags.is_last)
-        ahead = np.asarray(route.ahead, dtype=np.float32)
-        if ahead.shape != (ROUTE_AHEAD_POINTS, 2):
-            raise ValueError(f"episode {self.episode_id}: route.ahead has shape {ahead.shape}, expected ({ROUTE_AHEAD_POINTS}, 2)")
         self._route_ahead.append(ahead)
         self._actions.append(None if action is None else np.asarray(action, dtype=np.float32).reshape(ACTION_SIZE))
         self._add_agents(obs)

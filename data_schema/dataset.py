@@ -223,7 +223,7 @@ class Dataset:
             return pd.DataFrame(columns=["episode_id", "steps", "policy", "seed", "shard"])
         return pd.concat(frames, ignore_index=True)
 
-    def remove_leftovers(self, owner: str = "") -> list[str]:
+    def remove_leftovers(self, owner: str | re.Pattern[str] = "") -> list[str]:
         return remove_leftovers(self.fs, self.episodes_path, owner)
 
     # -- label sets ----------------------------------------------------------------------------------------

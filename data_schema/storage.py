@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import uuid
 from typing import Callable
 
@@ -58,19 +59,16 @@ def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     atomic_write(fs, path, lambda f: f.write(data))
 
 
-def remove_leftovers(fs: fsspec.AbstractFileSystem, directory: str, owner: str = "") -> list[str]:
+def remove_leftovers(fs: fsspec.AbstractFileSystem, directory: str, owner: str | re.Pattern[str] = "") -> list[str]:
     """Delete ``*.tmp`` files a crashed writer left in ``directory``; return what was removed.
 
-    ``owner`` restricts the clean-up to tmp files whose name contains it (a run id), so that one writer
-    never deletes the in-progress file of another writer running concurrently on the same dataset.
+    ``owner`` restricts the clean-up to tmp files whose name contains it, or that a pattern matches from the
+    start, so that one writer never deletes the in-progress file of another writer on the same dataset.
     """
     if not fs.exists(directory):
         return []
-    removed = [
-        p
-        for p in fs.ls(directory, detail=False)
-        if p.endswith(TMP_SUFFIX) and owner in p.rsplit("/", 1)[-1]
-    ]
+    names = {p: p.rsplit("/", 1)[-1] for p in fs.ls(directory, detail=False) if p.endswith(TMP_SUFFIX)}
+    removed = [p for p, name in names.items() if (owner.match(name) if isinstance(owner, re.Pattern) else owner in name)]
     for p in removed:
         fs.rm(p)
     return removed

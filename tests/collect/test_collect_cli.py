@@ -90,6 +90,35 @@ def test_default_run_id_resumes_the_same_command(tmp_path) -> None:
     assert len(set(episode_ids(url))) == 2
 
 
+def test_default_run_id_depends_on_what_is_simulated_not_where_or_how_it_is_reached(tmp_path) -> None:
+    from collect.backends.carla import CarlaConfig
+    from collect.backends.sumo import DEFAULT_NET, SumoConfig
+    from collect.collector import default_run_id
+    from collect.env import EnvSpec
+
+    copied = tmp_path / "elsewhere" / "town.net.xml"
+    copied.parent.mkdir()
+    copied.write_bytes(DEFAULT_NET.read_bytes())
+    here = default_run_id(EnvSpec(backend=SumoConfig()), "expert", 0)
+    assert default_run_id(EnvSpec(backend=SumoConfig(net_file=copied)), "expert", 0) == here
+    assert default_run_id(EnvSpec(backend=SumoConfig(cars=3)), "expert", 0) != here
+    carla = default_run_id(EnvSpec("carla", CarlaConfig()), "expert", 0)
+    assert default_run_id(EnvSpec("carla", CarlaConfig(host="10.0.0.2", port=3000, timeout_s=60.0, tm_port=9000)), "expert", 0) == carla
+    assert default_run_id(EnvSpec("carla", CarlaConfig(town="Town05")), "expert", 0) != carla
+
+
+def test_a_run_cleans_only_its_own_leftovers(tmp_path) -> None:
+    url = str(tmp_path / "ds")
+    episodes = Path(Dataset.create(url).episodes_path)
+    episodes.mkdir(exist_ok=True)
+    mine = episodes / "20260101T000000-cli-e000000.parquet.0123abcd.tmp"
+    other_runs = episodes / "20260101T000000-a-cli-e000000.parquet.4567cdef.tmp"  # a concurrent run whose id ends like ours
+    for path in (mine, other_runs):
+        path.write_bytes(b"partial")
+    assert run(collect, url, "--episodes", "1", "--max-steps", "5", "--run-id", "cli").exit_code == 0
+    assert not mine.exists() and other_runs.exists()
+
+
 def test_rerun_with_other_settings_under_one_run_id_is_refused(tmp_path) -> None:
     url = str(tmp_path / "ds")
     assert run(collect, url, "--episodes", "1", "--max-steps", "5", "--run-id", "r1").exit_code == 0
