@@ -97,9 +97,13 @@ class LabelSet:
     def write_shard(self, shard: str, table: pa.Table, label_set_hash: str) -> None:
         shards.write_shard(self.dataset.fs, self.shard_path(shard), table, "labels", label_set_hash)
 
-    def read_shard(self, shard: str, columns: Sequence[str] | None = None) -> pa.Table:
-        """A label shard, checked against this label set's hash so that stale labels are never mixed in."""
-        return shards.read_shard(self.dataset.fs, self.shard_path(shard), "labels", columns, label_set_hash=self.hash)
+    def read_shard(self, shard: str, columns: Sequence[str] | None = None, label_set_hash: str | None = None) -> pa.Table:
+        """A label shard, checked against this label set's hash so that stale labels are never mixed in.
+
+        Loops over shards pass the hash they read once (``label_set_hash``) instead of re-reading the spec.
+        """
+        expected = label_set_hash if label_set_hash is not None else self.hash
+        return shards.read_shard(self.dataset.fs, self.shard_path(shard), "labels", columns, label_set_hash=expected)
 
     def remove_leftovers(self) -> list[str]:
         return remove_leftovers(self.dataset.fs, self.path)
@@ -209,18 +213,19 @@ class Dataset:
 
     def episodes(self) -> pd.DataFrame:
         """One row per episode: shard, steps, policy, seed, how it ended."""
-        cols = ["episode_id", "step", "policy", "seed", "collision", "off_road", "stuck", "terminated", "truncated", "route_completion", "is_last"]
+        endings = ["collision", "off_road", "stuck", "terminated", "truncated", "route_completion"]
+        cols = ["episode_id", "step", "policy", "seed", *endings, "is_last"]
         frames = []
         for shard, table in self.iter_steps(cols):
             df = table.to_pandas()
             last = df[df["is_last"]].set_index("episode_id")
             agg = df.groupby("episode_id", sort=False).agg(steps=("step", "size"), policy=("policy", "first"), seed=("seed", "first"))
             agg["shard"] = shard
-            for c in ("collision", "off_road", "stuck", "terminated", "truncated", "route_completion"):
+            for c in endings:
                 agg[c] = last[c]
             frames.append(agg.reset_index())
         if not frames:
-            return pd.DataFrame(columns=["episode_id", "steps", "policy", "seed", "shard"])
+            return pd.DataFrame(columns=["episode_id", "steps", "policy", "seed", "shard", *endings])
         return pd.concat(frames, ignore_index=True)
 
     def remove_leftovers(self, owner: str | re.Pattern[str] = "") -> list[str]:
@@ -260,7 +265,7 @@ class Dataset:
         if missing not in ("skip", "error"):
             raise ValueError(f"missing must be 'skip' or 'error', got {missing!r}")
         labels = self.label_set(label_set)
-        labels.spec()
+        label_hash = labels.hash
         labelled = set(labels.shards())
         wanted = shards if shards is not None else self.shards()
         absent = [s for s in wanted if s not in labelled]
@@ -275,7 +280,7 @@ class Dataset:
             if shard in absent:
                 continue
             raw = self.read_shard(shard, _with_keys(columns)).to_pandas()
-            lab = labels.read_shard(shard, _with_keys(label_columns)).to_pandas()
+            lab = labels.read_shard(shard, _with_keys(label_columns), label_hash).to_pandas()
             if len(raw) != len(lab):
                 raise DatasetError(f"{labels.shard_path(shard)}: {len(lab)} label rows for {len(raw)} raw rows")
             df = raw.merge(lab, on=list(KEY_COLUMNS), how="inner", validate="one_to_one", suffixes=("", "_label"))

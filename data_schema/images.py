@@ -44,6 +44,7 @@ def decode_image(data: bytes) -> np.ndarray:
 
 
 def decode_pil(data: bytes) -> Image.Image:
+    """A PIL RGB image from PNG or JPEG bytes (for resizing or drawing before use)."""
     with Image.open(io.BytesIO(data)) as image:
         return image.convert("RGB")
 

@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image
 
 from annotate.vlm.config import VlmConfig
+from data_schema.images import decode_pil
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -79,8 +80,7 @@ def check_windows(windows: Sequence[Sequence[bytes]], config: VlmConfig) -> None
 
 def decode_frame(frame: bytes, max_side: int | None) -> Image.Image:
     """An RGB image, downscaled (aspect kept) so its longest side is at most ``max_side``."""
-    with Image.open(io.BytesIO(bytes(frame))) as image:
-        rgb = image.convert("RGB")
+    rgb = decode_pil(bytes(frame))
     if max_side is not None and max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     return rgb

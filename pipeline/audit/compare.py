@@ -169,7 +169,7 @@ def compare(
     best = pd.DataFrame()
     frames = 0
     for shard in tqdm(both, desc=f"comparing {a} / {b}", unit="shard", disable=not progress or len(both) < PROGRESS_MIN_SHARDS, leave=False):
-        ta, tb = set_a.read_shard(shard, [*KEY_COLUMNS, *read]), set_b.read_shard(shard, [*KEY_COLUMNS, *read])
+        ta, tb = set_a.read_shard(shard, [*KEY_COLUMNS, *read], hashes[0]), set_b.read_shard(shard, [*KEY_COLUMNS, *read], hashes[1])
         ta, tb = _aligned(ta, tb, set_b.shard_path(shard))
         frames += ta.num_rows
         for c in columns:

@@ -89,6 +89,11 @@ def test_listing_counts_and_column_selection(dataset):
     assert (info["episodes"], info["steps"], info["shards"], info["schema_version"]) == (3, 12, 2, 1)
 
 
+def test_an_empty_dataset_lists_episodes_with_the_same_columns(dataset, tmp_path):
+    empty = Dataset.create(str(tmp_path / "empty")).episodes()
+    assert empty.empty and list(empty.columns) == list(dataset.episodes().columns)
+
+
 def test_raw_shards_are_immutable(dataset):
     with pytest.raises(DatasetError, match="immutable"):
         dataset.write_episode_shard("s1", raw_episode("d", 2))
