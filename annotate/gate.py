@@ -2,26 +2,27 @@
 
 Two sources. ``camera`` runs an ultralytics YOLO detector on the front camera and fires on a critical class
 (person, bicycle, motorcycle) above a confidence and box-size threshold. ``scene`` reads the simulator's
-ground-truth agents and fires when a critical agent's footprint reaches into a corridor ahead of the ego;
-that same corridor test is the ground truth against which a camera gate is scored (``GateQuality``).
+ground-truth agents and fires when a critical agent's footprint reaches into a corridor ahead of the ego
+(``data_schema.groundtruth``); that same corridor test is the ground truth a camera gate is scored against.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+
+from data_schema.groundtruth import Corridor
 
 from annotate.model_weights import cache_dir, existing_file, file_digest, resolve_device
 
+__all__ = ["CameraGate", "Detection", "GATE_SOURCES", "GateConfig"]
+
 GATE_SOURCES = ("camera", "scene", "none")
-_AGENT_KINDS = ("vehicle", "pedestrian", "cyclist", "motorcycle", "static")
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,15 @@ class GateConfig:
             raise ValueError(f"gate.imgsz: expected a multiple of 32 (YOLO stride), got {self.imgsz}")
         if self.batch_size < 1:
             raise ValueError(f"gate.batch_size: expected a positive integer, got {self.batch_size}")
-        unknown = sorted(set(self.critical_kinds) - set(_AGENT_KINDS))
-        if not self.critical_kinds or unknown:
-            raise ValueError(f"gate.critical_kinds: {unknown or 'empty'}; agent kinds are {', '.join(_AGENT_KINDS)}")
-        if self.corridor_length <= 0 or self.corridor_half_width <= 0:
-            raise ValueError(
-                f"gate.corridor_length / corridor_half_width: expected positive metres, "
-                f"got {self.corridor_length} / {self.corridor_half_width}"
-            )
+        try:
+            self.corridor
+        except ValueError as error:
+            raise ValueError(f"gate.critical_kinds / corridor_length / corridor_half_width: {error}") from None
+
+    @property
+    def corridor(self) -> Corridor:
+        """The scene source's corridor, also the ground truth a camera gate is scored against."""
+        return Corridor(self.corridor_length, self.corridor_half_width, self.critical_kinds)
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,6 @@ class Detection:
     def to_record(self) -> dict[str, Any]:
         """The row value for the ``detections`` label column."""
         return {"cls": self.cls, "confidence": float(self.confidence), "box": [float(v) for v in self.box]}
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Detection:
-        return cls(str(record["cls"]), float(record["confidence"]), tuple(float(v) for v in record["box"]))
 
 
 class CameraGate:
@@ -157,110 +155,6 @@ class CameraGate:
             and d.height >= self.config.min_box_px
             for d in detections
         )
-
-
-def critical_in_corridor(
-    agents: Sequence[Mapping[str, Any]], length: float, half_width: float, kinds: Sequence[str]
-) -> bool:
-    """Whether an agent of ``kinds`` reaches into ``0 <= x <= length, |y| <= half_width`` (ego frame).
-
-    An agent counts when the axis-aligned box around its rotated footprint overlaps the corridor, so a
-    cyclist whose centre is just outside but whose body is inside still counts.
-    """
-    for agent in agents:
-        if agent["kind"] not in kinds:
-            continue
-        reach_x, reach_y = _footprint_reach(agent["yaw"], agent["length"], agent["width"])
-        if agent["x"] + reach_x > 0.0 and agent["x"] - reach_x < length and abs(agent["y"]) - reach_y < half_width:
-            return True
-    return False
-
-
-def scene_gate(agents: Sequence[Mapping[str, Any]], config: GateConfig) -> bool:
-    """The scene-source gate of one frame: a critical agent in the corridor ahead."""
-    return critical_in_corridor(agents, config.corridor_length, config.corridor_half_width, config.critical_kinds)
-
-
-def scene_gate_column(agents: pa.Array | pa.ChunkedArray, config: GateConfig) -> np.ndarray:
-    """``scene_gate`` of every row of a raw ``agents`` column at once, as a bool array."""
-    if isinstance(agents, pa.ChunkedArray):
-        agents = agents.combine_chunks()
-    fired = np.zeros(len(agents), dtype=bool)
-    values = agents.flatten()
-    if len(values) == 0:
-        return fired
-    parents = pc.list_parent_indices(agents).to_numpy()
-    col = {name: values.field(name).to_numpy(zero_copy_only=False) for name in ("x", "y", "yaw", "length", "width")}
-    kind = values.field("kind").to_numpy(zero_copy_only=False)
-    reach_x, reach_y = _footprint_reach(col["yaw"], col["length"], col["width"])
-    hit = (
-        np.isin(kind, list(config.critical_kinds))
-        & (col["x"] + reach_x > 0.0)
-        & (col["x"] - reach_x < config.corridor_length)
-        & (np.abs(col["y"]) - reach_y < config.corridor_half_width)
-    )
-    fired[parents[hit]] = True
-    return fired
-
-
-def _footprint_reach(yaw, length, width):
-    """Half extents along ego x and y of the box around a footprint rotated by ``yaw``."""
-    cos, sin = np.abs(np.cos(yaw)), np.abs(np.sin(yaw))
-    return cos * length / 2 + sin * width / 2, sin * length / 2 + cos * width / 2
-
-
-@dataclass
-class GateQuality:
-    """Confusion counts of a gate against ground truth, summed over frames and shards."""
-
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    tn: int = 0
-
-    def update(self, gated: Any, truth: Any) -> None:
-        """Add frames: ``gated`` and ``truth`` are bools or equal-length bool arrays."""
-        gated = np.atleast_1d(np.asarray(gated, dtype=bool))
-        truth = np.atleast_1d(np.asarray(truth, dtype=bool))
-        if gated.shape != truth.shape:
-            raise ValueError(f"GateQuality.update: {gated.shape[0]} gate values but {truth.shape[0]} truth values")
-        self.tp += int(np.sum(gated & truth))
-        self.fp += int(np.sum(gated & ~truth))
-        self.fn += int(np.sum(~gated & truth))
-        self.tn += int(np.sum(~gated & ~truth))
-
-    def __add__(self, other: GateQuality) -> GateQuality:
-        return GateQuality(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
-
-    @property
-    def frames(self) -> int:
-        return self.tp + self.fp + self.fn + self.tn
-
-    @property
-    def recall(self) -> float | None:
-        """Share of critical frames the gate sent on; None without critical frames."""
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else None
-
-    @property
-    def precision(self) -> float | None:
-        """Share of gated frames that were critical; None when nothing was gated."""
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else None
-
-    @property
-    def share_gated(self) -> float | None:
-        """Fraction of frames sent to the VLM (its cost); None without frames."""
-        return (self.tp + self.fp) / self.frames if self.frames else None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "tp": self.tp,
-            "fp": self.fp,
-            "fn": self.fn,
-            "tn": self.tn,
-            "recall": self.recall,
-            "precision": self.precision,
-            "share_gated": self.share_gated,
-        }
 
 
 def _check_frame(image: np.ndarray, index: int) -> np.ndarray:

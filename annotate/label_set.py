@@ -17,7 +17,6 @@ Rules for ``pipeline annotate DATASET --label-set NAME``:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import socket
 import subprocess
@@ -26,8 +25,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
+import pyarrow.parquet as pq
+
 from data_schema import SCHEMA_VERSION, Dataset, DatasetError, LabelSet
-from data_schema.errors import SchemaError
+from data_schema.label_sets import spec_hash
 
 from annotate.config import AnnotateConfig, to_mapping
 from annotate.vlm import settings_id
@@ -79,15 +80,6 @@ def build_spec(config: AnnotateConfig, ids: ModelIds) -> dict[str, Any]:
     }
 
 
-def spec_hash(spec: dict[str, Any]) -> str:
-    """sha256 of the spec's canonical JSON (sorted keys, no whitespace, exact float reprs)."""
-    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
-
-
-def canonical_json(spec: dict[str, Any]) -> str:
-    return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
 def spec_diff(old: Any, new: Any, key: str = "") -> list[str]:
     """Human-readable ``key: old -> new`` lines between two specs."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -111,7 +103,7 @@ def prepare(dataset: Dataset, name: str, spec: dict[str, Any], replace: bool) ->
     """
     labels = dataset.label_set(name)
     digest = spec_hash(spec)
-    previous = labels.spec() if labels.exists() else None
+    previous = labels.document() if labels.exists() else None
     if previous is not None and previous.get("hash") != digest:
         if not replace:
             changes = spec_diff(previous.get("spec", {}), spec) or ["(spec layout changed)"]
@@ -129,7 +121,7 @@ def prepare(dataset: Dataset, name: str, spec: dict[str, Any], replace: bool) ->
     provenance.update(created=created, updated=_now(), code_version=code_version())
     provenance.setdefault("hosts", [])
     provenance.setdefault("counts", {"shards": 0, "frames": 0})
-    labels.write_spec({"name": name, "hash": digest, "spec": spec, "provenance": provenance})
+    labels.write_document({"name": name, "hash": digest, "spec": spec, "provenance": provenance})
     return labels, digest
 
 
@@ -146,7 +138,7 @@ def plan(dataset: Dataset, labels: LabelSet, digest: str, force: bool) -> tuple[
     """``(todo, skipped)`` raw shards: skipped ones already carry a label shard with this hash."""
     todo, skipped = [], []
     for shard in dataset.shards():
-        if not force and current_hash(labels, shard) == digest:
+        if not force and labels.shard_hash(shard) == digest:
             skipped.append(shard)
         else:
             todo.append(shard)
@@ -155,7 +147,7 @@ def plan(dataset: Dataset, labels: LabelSet, digest: str, force: bool) -> tuple[
 
 def record_run(labels: LabelSet, digest: str, hosts: Iterable[str], summary: dict[str, Any]) -> None:
     """Update the provenance after a run: hosts that computed labels, counts on disk, the run's summary."""
-    document = labels.spec()
+    document = labels.document()
     if document.get("hash") != digest:
         raise LabelSetConflict(f"{labels.path}/label_set.json: replaced by another run while this one ran (hash {document.get('hash')})")
     provenance = document["provenance"]
@@ -163,15 +155,13 @@ def record_run(labels: LabelSet, digest: str, hosts: Iterable[str], summary: dic
     provenance["updated"] = _now()
     provenance["counts"] = label_counts(labels)
     provenance["last_run"] = summary
-    labels.write_spec(document)
+    labels.write_document(document)
 
 
 def label_counts(labels: LabelSet) -> dict[str, int]:
     """Label shards and rows on disk (rows from Parquet footers only)."""
-    import pyarrow.parquet as pq
-
     frames = 0
-    shards = labels.shards()
+    shards = labels.labelled()
     for shard in shards:
         with labels.dataset.fs.open(labels.shard_path(shard), "rb") as f:
             frames += pq.ParquetFile(f).metadata.num_rows
@@ -198,14 +188,6 @@ def code_version() -> str:
         except (OSError, subprocess.SubprocessError):
             pass
     return version
-
-
-def current_hash(labels: LabelSet, shard: str) -> str | None:
-    """The hash a label shard was written for; None when it is absent or unreadable (it is then relabelled)."""
-    try:
-        return labels.shard_hash(shard)
-    except SchemaError:
-        return None
 
 
 def _without(section: dict[str, Any], name: str) -> dict[str, Any]:

@@ -21,12 +21,14 @@ from dask.distributed import Client, LocalCluster, as_completed
 from tqdm.auto import tqdm
 
 from data_schema import Dataset
+from data_schema.groundtruth import GateQuality
 from data_schema.storage import remove_leftovers
 
 from annotate import label_set, model_cache
 from annotate.config import AnnotateConfig
 from annotate.label_set import ModelIds
-from annotate.shard_task import ShardStats, ShardTask, annotate_shard, embedding_cache_folder, vlm_cache_folder
+from annotate.caches import embedding_cache_folder, vlm_cache_folder
+from annotate.shard_task import ShardStats, ShardTask, annotate_shard
 
 
 class ClusterError(RuntimeError):
@@ -92,25 +94,20 @@ class RunSummary:
         return {s.host for s in self.stats}
 
     @property
+    def gate_quality(self) -> GateQuality:
+        """The gate against the scene corridor's ground truth, over the shards this run labelled."""
+        return sum((s.gate_quality for s in self.stats if s.status == "done"), GateQuality())
+
+    @property
     def gate_share(self) -> float:
         return self.gated / self.frames if self.frames else 0.0
-
-    @property
-    def gate_recall(self) -> float | None:
-        tp, positives = self.total("gate_tp"), self.total("gate_tp") + self.total("gate_fn")
-        return tp / positives if positives else None
-
-    @property
-    def gate_precision(self) -> float | None:
-        tp, fired = self.total("gate_tp"), self.total("gate_tp") + self.total("gate_fp")
-        return tp / fired if fired else None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly counts (stored as the label set's ``last_run``)."""
         return {
             "shards": self.shards, "done": self.done, "skipped": self.skipped, "failed": dict(self.failed),
             "frames": self.frames, "gated": self.gated, "gate_share": self.gate_share,
-            "gate_recall": self.gate_recall, "gate_precision": self.gate_precision,
+            "gate_recall": self.gate_quality.recall, "gate_precision": self.gate_quality.precision,
             "vlm_calls": self.total("vlm_calls"), "vlm_ok": self.total("vlm_ok"), "vlm_cache_hits": self.total("vlm_cache_hits"),
             "images_encoded": self.total("images_encoded"), "seconds": round(self.seconds, 3),
             "startup_seconds": round(self.startup_seconds, 3),
@@ -126,8 +123,8 @@ class RunSummary:
             f"{len(self.failed)} failed, of {self.shards}",
             f"frames {self.frames} in {self.seconds:.1f} s ({rate:.1f} frames/s, {self.startup_seconds:.1f} s of it starting "
             f"workers and models); images encoded {self.total('images_encoded')}, embeddings from cache {self.total('embedding_cache_hits')}",
-            f"gate: {self.gated} frames ({pct(self.gate_share)}), recall {pct(self.gate_recall)}, precision "
-            f"{pct(self.gate_precision)} against the scene ground truth",
+            f"gate: {self.gated} frames ({pct(self.gate_share)}), recall {pct(self.gate_quality.recall)}, precision "
+            f"{pct(self.gate_quality.precision)} against the scene ground truth",
             f"VLM: {self.total('vlm_calls')} call(s), {self.total('vlm_ok')} valid answer(s) for gated frames, "
             f"{self.total('vlm_cache_hits')} from cache",
         ]

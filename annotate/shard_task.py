@@ -4,14 +4,10 @@ The task is idempotent: it reads only the raw shard and the caches, writes the l
 step, and skips a shard that already carries the hash. A worker that dies mid-task leaves at most a
 ``*.tmp`` behind, and the rescheduled task produces the same shard.
 
-Caches (``Dataset.cache_path``), both written atomically and merged, never trusted beyond their key:
-
-* ``clip_image/<model_id>-<weights_id>/<shard>.parquet``: image embeddings per (episode, step, view), so a
-  new prompt set re-scores a shard without running the image encoder;
-* ``vlm/<settings_id>/<shard>.parquet``: VLM answers keyed by ``annotate.vlm.cache_key`` (model, prompt,
-  sampling, frame bytes). A model's answer is cached even when malformed (it is the model's answer); a
-  transport failure (server down, timeouts) is not: the task fails after caching the answers it did get,
-  dask retries it, and a shard that still fails is reported and labelled by the next run.
+It reads image embeddings and VLM answers through the caches (``annotate.caches``). A model's answer is
+cached even when malformed (it is the model's answer); a transport failure (server down, timeouts) is not:
+the task fails after caching the answers it did get, dask retries it, and a shard that still fails is
+reported and labelled by the next run.
 
 The dynamic term: ``r_dynamic = gate * (alpha_dynamic * sim(img, positive_dynamic) - beta_dynamic *
 sim(img, description))`` with img the camera frame, or the BEV in shards without a camera. It needs a
@@ -26,50 +22,32 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from data_schema import Dataset, LABEL_SCHEMA, decode_image
-from data_schema.storage import atomic_write
+from data_schema import LABEL_SCHEMA, Dataset, decode_image
+from data_schema.episodes import EpisodeOrder
+from data_schema.groundtruth import GateQuality, critical_in_corridor
+from data_schema.reward import REWARD_RAW_COLUMNS, synthesize
 
 from annotate import model_cache
+from annotate.caches import (
+    embedding_cache_folder, read_embedding_cache, read_vlm_cache, vlm_cache_folder, write_embedding_cache, write_vlm_cache,
+)  # fmt: skip
 from annotate.config import AnnotateConfig
-from annotate.gate import GateQuality, scene_gate_column
-from annotate.label_set import current_hash
-from annotate.reward import RAW_COLUMNS as REWARD_RAW_COLUMNS
-from annotate.reward import synthesize
-from annotate.vlm import VlmAnswer, cache_key, settings_id
+from annotate.vlm import VlmAnswer, cache_key
+
+__all__ = ["SHARD_TASK_COLUMNS", "ShardStats", "ShardTask", "VlmTransportError", "annotate_shard", "decoded_chunks"]
 
 #: Raw columns a shard task reads (images stay encoded until a model needs them).
-RAW_COLUMNS = [*REWARD_RAW_COLUMNS, "bev", "camera", "agents"]
+SHARD_TASK_COLUMNS = [*REWARD_RAW_COLUMNS, "bev", "camera", "agents"]
 #: Frames decoded and encoded at a time: bounds memory on long shards.
 DECODE_CHUNK = 256
 #: Threads decoding the next chunk while a model runs on the current one (PIL releases the GIL).
 DECODE_THREADS = 4
-
-_EMBEDDING_CACHE_SCHEMA = pa.schema(
-    [
-        pa.field("episode_id", pa.string(), nullable=False),
-        pa.field("step", pa.int32(), nullable=False),
-        pa.field("view", pa.string(), nullable=False),
-        pa.field("embedding", pa.list_(pa.float32()), nullable=False),
-    ]
-)
-_VLM_CACHE_SCHEMA = pa.schema(
-    [
-        pa.field("key", pa.string(), nullable=False),
-        pa.field("ok", pa.bool_(), nullable=False),
-        pa.field("description", pa.string()),
-        pa.field("answer_json", pa.string()),
-        pa.field("raw", pa.string()),
-        pa.field("attempts", pa.int32(), nullable=False),
-        pa.field("error", pa.string()),
-    ]
-)
 
 
 class VlmTransportError(RuntimeError):
@@ -97,10 +75,7 @@ class ShardStats:
     frames: int = 0
     gated: int = 0
     gate_source: str = ""
-    gate_tp: int = 0
-    gate_fp: int = 0
-    gate_fn: int = 0
-    gate_tn: int = 0
+    gate_quality: GateQuality = field(default_factory=GateQuality)  # against the scene corridor's ground truth
     vlm_calls: int = 0
     vlm_ok: int = 0
     vlm_cache_hits: int = 0
@@ -119,19 +94,17 @@ def annotate_shard(task: ShardTask) -> ShardStats:
     dataset = Dataset(task.dataset_url)
     labels = dataset.label_set(task.label_set)
     stats = ShardStats(task.shard, "done", host=socket.gethostname(), pid=os.getpid())
-    if not task.force and current_hash(labels, task.shard) == task.label_set_hash:
+    if not task.force and labels.shard_hash(task.shard) == task.label_set_hash:
         stats.status = "skipped"
         return stats
-    table = dataset.read_shard(task.shard, RAW_COLUMNS)
+    table = dataset.read_shard(task.shard, SHARD_TASK_COLUMNS)
     columns = _Columns(table)
     stats.frames = table.num_rows
     config = task.config
 
     gate, source, detections = _gate(table, columns, config)
-    quality = GateQuality()
-    quality.update(gate, scene_gate_column(table.column("agents"), config.gate))
+    stats.gate_quality = GateQuality.of(gate, critical_in_corridor(table.column("agents"), config.gate.corridor))
     stats.gate_source = source
-    stats.gate_tp, stats.gate_fp, stats.gate_fn, stats.gate_tn = quality.tp, quality.fp, quality.fn, quality.tn
     stats.gated = int(gate.sum())
 
     answers = _assess(dataset, task.shard, columns, gate, config, stats)
@@ -190,13 +163,7 @@ class _Columns:
         self.bev = table.column("bev").to_pylist()
         self.camera = table.column("camera").to_pylist()
         self.has_camera = len(self.camera) > 0 and all(c is not None for c in self.camera)
-        codes = np.unique(self.episode_id, return_inverse=True)[1]
-        self.order = np.lexsort((self.step, codes))
-        sorted_codes = codes[self.order]
-        starts = np.r_[0, np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1]
-        self.episode_start = np.repeat(starts, np.diff(np.r_[starts, len(codes)]))  # per sorted position
-        self.position = np.empty(len(codes), dtype=np.int64)
-        self.position[self.order] = np.arange(len(codes))
+        self.episodes = EpisodeOrder.of(self.episode_id, self.step)
 
     def __len__(self) -> int:
         return len(self.step)
@@ -207,9 +174,9 @@ class _Columns:
 
     def window(self, row: int, k: int) -> list[bytes]:
         """K+1 frames ending at ``row`` within its episode, oldest first; the episode's first frame pads the start."""
-        pos = self.position[row]
-        start = self.episode_start[pos]
-        rows = [self.order[max(pos - k + j, start)] for j in range(k + 1)]
+        pos = self.episodes.position[row]
+        start = self.episodes.episode_start[pos]
+        rows = [self.episodes.order[max(pos - k + j, start)] for j in range(k + 1)]
         return [self.frame(int(r)) for r in rows]
 
 
@@ -231,7 +198,7 @@ def _gate(table: pa.Table, columns: _Columns, config: AnnotateConfig) -> tuple[n
                 fired[i] = gate_model.fires(dets)
                 detections[i] = [d.to_record() for d in dets]
     elif source == "scene":
-        fired = scene_gate_column(table.column("agents"), config.gate)
+        fired = critical_in_corridor(table.column("agents"), config.gate.corridor)
     return fired, source, detections
 
 
@@ -255,7 +222,7 @@ def _assess(
     if config.vlm.backend == "none" or len(rows) == 0:
         return answers
     path = f"{vlm_cache_folder(dataset, config)}/{shard}.parquet"
-    cached = _read_vlm_cache(dataset, path)
+    cached = read_vlm_cache(dataset, path)
     keys = {int(r): cache_key(config.vlm, columns.window(int(r), config.vlm.window)) for r in rows}
     missing: dict[str, int] = {}
     for row, key in keys.items():
@@ -269,7 +236,7 @@ def _assess(
         new = {key: answer for key, answer in zip(missing, fresh)}
         keep = {key: answer for key, answer in new.items() if not answer.transient}
         if keep:
-            _write_vlm_cache(dataset, path, {**cached, **keep})
+            write_vlm_cache(dataset, path, {**cached, **keep})
         lost = [answer for answer in new.values() if answer.transient]
         if lost:
             raise VlmTransportError(
@@ -283,31 +250,13 @@ def _assess(
     return answers
 
 
-def _read_vlm_cache(dataset: Dataset, path: str) -> dict[str, VlmAnswer]:
-    table = _read_cache(dataset, path, _VLM_CACHE_SCHEMA)
-    if table is None:
-        return {}
-    return {
-        row["key"]: VlmAnswer(row["ok"], row["description"], row["answer_json"], row["raw"], row["attempts"], row["error"])
-        for row in table.to_pylist()
-    }
-
-
-def _write_vlm_cache(dataset: Dataset, path: str, answers: dict[str, VlmAnswer]) -> None:
-    rows = [
-        {"key": k, "ok": a.ok, "description": a.description, "answer_json": a.answer_json, "raw": a.raw, "attempts": a.attempts, "error": a.error}
-        for k, a in answers.items()
-    ]
-    _write_cache(dataset, path, pa.Table.from_pylist(rows, schema=_VLM_CACHE_SCHEMA))
-
-
 def _embeddings(
     dataset: Dataset, shard: str, columns: _Columns, wanted: Sequence[tuple[str, int]], config: AnnotateConfig, stats: ShardStats
 ) -> dict[str, np.ndarray]:
     """Normalised image embeddings per view (one row per shard row; zeros where not wanted), through the cache."""
     pathway = model_cache.static_pathway(config.clip)
     path = f"{embedding_cache_folder(dataset, pathway.model_id, pathway.weights_id)}/{shard}.parquet"
-    keys, matrix = _read_embedding_cache(dataset, path)
+    keys, matrix = read_embedding_cache(dataset, path)
     index = {key: i for i, key in enumerate(keys)}
     hits: list[tuple[str, int, int]] = []
     todo: list[tuple[str, int]] = []
@@ -325,7 +274,7 @@ def _embeddings(
         encoded = np.concatenate(fresh)
         keys = keys + [(view, columns.episode_id[row], int(columns.step[row])) for view, row in todo]
         matrix = np.concatenate([matrix, encoded]) if len(matrix) else encoded
-        _write_embedding_cache(dataset, path, keys, matrix)
+        write_embedding_cache(dataset, path, keys, matrix)
     base = len(keys) - len(todo)
     dim = matrix.shape[1] if len(matrix) else 0
     out = {view: np.zeros((len(columns), dim), dtype=np.float32) for view in ("bev", "camera")}
@@ -334,31 +283,6 @@ def _embeddings(
     for j, (view, row) in enumerate(todo):
         out[view][row] = matrix[base + j]
     return out
-
-
-def _read_embedding_cache(dataset: Dataset, path: str) -> tuple[list[tuple[str, str, int]], np.ndarray]:
-    table = _read_cache(dataset, path, _EMBEDDING_CACHE_SCHEMA)
-    if table is None or table.num_rows == 0:
-        return [], np.zeros((0, 0), dtype=np.float32)
-    keys = list(zip(table.column("view").to_pylist(), table.column("episode_id").to_pylist(), table.column("step").to_pylist()))
-    flat = table.column("embedding").combine_chunks()
-    matrix = flat.flatten().to_numpy().reshape(table.num_rows, -1)
-    return keys, matrix.astype(np.float32, copy=False)
-
-
-def _write_embedding_cache(dataset: Dataset, path: str, keys: list[tuple[str, str, int]], matrix: np.ndarray) -> None:
-    dim = matrix.shape[1]
-    embedding = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), dim)
-    table = pa.table(
-        {
-            "episode_id": [k[1] for k in keys],
-            "step": pa.array([k[2] for k in keys], pa.int32()),
-            "view": [k[0] for k in keys],
-            "embedding": embedding.cast(pa.list_(pa.float32())),
-        },
-        schema=_EMBEDDING_CACHE_SCHEMA,
-    )
-    _write_cache(dataset, path, table)
 
 
 def _dynamic(
@@ -384,30 +308,3 @@ def _answer_json(answer: VlmAnswer | None) -> str | None:
     if answer.ok:
         return answer.answer_json
     return json.dumps({"error": answer.error, "raw": answer.raw, "attempts": answer.attempts, "transient": answer.transient})
-
-
-def _read_cache(dataset: Dataset, path: str, schema: pa.Schema) -> pa.Table | None:
-    """A cache file, or None when absent, unreadable or of another layout (it is then rebuilt)."""
-    if not dataset.fs.exists(path):
-        return None
-    try:
-        with dataset.fs.open(path, "rb") as f:
-            table = pq.read_table(f)
-        return table.select(schema.names).cast(schema)
-    except (pa.ArrowException, OSError, KeyError, ValueError):
-        return None
-
-
-def _write_cache(dataset: Dataset, path: str, table: pa.Table) -> None:
-    atomic_write(dataset.fs, path, lambda f: pq.write_table(table, f, compression="zstd"))
-
-
-def embedding_cache_folder(dataset: Dataset, model_id: str, weights_id: str) -> str:
-    """``cache/clip_image/<model_id>-<weights_id>``, keeping the characters a cache key allows."""
-    key = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{model_id}-{weights_id}").lstrip("._-")
-    return dataset.cache_path("clip_image", key[:128] or "model")
-
-
-def vlm_cache_folder(dataset: Dataset, config: AnnotateConfig) -> str:
-    """``cache/vlm/<settings_id>``: answers reusable by any backend asking the same model the same way."""
-    return dataset.cache_path("vlm", settings_id(config.vlm))

@@ -41,18 +41,18 @@ from PIL import Image
 
 from annotate import model_cache
 from annotate.config import load_config
-from annotate.gate import CameraGate, GateConfig, scene_gate_column
+from annotate.gate import CameraGate, GateConfig
 from annotate.label_set import ModelIds, build_spec, prepare
 from annotate.model_weights import cache_dir
 from annotate.run import RunOptions, annotate_dataset
 from annotate.shard_task import ShardTask, annotate_shard
+from collect.collector import collect_episodes
+from collect.env import EnvSpec, EpisodeLimits
 from data_schema import Dataset, decode_image
+from data_schema.groundtruth import critical_in_corridor
 
 
 def collect(root: Path, episodes: int, steps: int, seed: int) -> Dataset:
-    from collect.collector import collect_episodes
-    from collect.env import EnvSpec, EpisodeLimits
-
     collect_episodes(str(root), EnvSpec(sim="sumo", limits=EpisodeLimits(max_steps=steps)), "expert", episodes=episodes, seed=seed, episodes_per_shard=1)
     return Dataset.open(str(root))
 
@@ -183,7 +183,7 @@ def main() -> None:
 
         gate_ds = collect(tmp / "gate", args.gate_episodes, args.gate_steps, args.seed + 1)
         agents = gate_ds.read_steps(["agents"]).column("agents")
-        gated = scene_gate_column(agents, config.gate)
+        gated = critical_in_corridor(agents, config.gate.corridor)
         # the scene gate is the ground truth itself (recall 1 by construction): only its share says something
         print(f"scene gate on {len(gated)} SUMO frames ({args.gate_episodes} episodes): {100 * gated.mean():.1f} % gated "
               f"(goal <= 25 %), corridor {config.gate.corridor_length} m x +-{config.gate.corridor_half_width} m")

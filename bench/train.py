@@ -27,10 +27,9 @@ from collect.env import EnvSpec, EpisodeLimits
 from collect.policies.expert import ExpertPolicy
 from collect.rollout import RolloutWriter
 from data_schema import Dataset
-from train.agent import SacDriver, create_agent
-from train.annotation import BackgroundAnnotation
-from train.config import TrainConfig
-from train.replay import ReplayBuffer, read_shard_transitions
+from pipeline.background_annotation import BackgroundAnnotation
+from pipeline.sac_driver import SacDriver
+from train import ReplayBuffer, TrainConfig, create_agent, read_shard_transitions
 
 ANNOTATE = ("clip.model=ViT-S-32-alt", "clip.pretrained=none", "clip.device=cpu", "gate.source=scene", "vlm.backend=none")
 TINY = dict(cnn_channels=(4, 8), feature_size=16, state_units=8, hidden_units=(16,))
@@ -91,12 +90,12 @@ def main() -> None:
         labels = data.label_set("bench")
         if annotation.failures or not labels.exists():
             raise SystemExit(f"annotation failed; see {tmp}/annotate.log")
-        print(f"\nreplay ({len(labels.shards())} labelled shards, frames {args.bev_size}x{args.bev_size})")
+        print(f"\nreplay ({len(labels.labelled())} labelled shards, frames {args.bev_size}x{args.bev_size})")
         buffers = {}
         for codec in ("raw", "zstd"):
             buffer = ReplayBuffer(limit=10**6)
             started = time.perf_counter()
-            for shard in labels.shards():
+            for shard in labels.labelled():
                 buffer.add(read_shard_transitions(data, labels, shard, args.bev_size, codec))
             load_s = time.perf_counter() - started
             per = buffer.nbytes / len(buffer)

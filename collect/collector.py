@@ -19,7 +19,6 @@ import math
 import multiprocessing as mp
 import multiprocessing.util as mp_util
 import queue
-import re
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -34,16 +33,10 @@ from collect.policies import make_policy
 from collect.policies.base import Policy
 from collect.rollout import EpisodeSummary, RolloutWriter, ShardSummary
 from data_schema import Dataset, DatasetError
+from data_schema.naming import check_run_id, episode_index, shard_name_pattern
 
 #: Settings that say how to reach a simulator, not what it simulates: they leave the default run id alone.
 CONNECTION_FIELDS = frozenset({"host", "port", "timeout_s", "tm_port"})
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def check_run_id(run_id: str) -> str:
-    if not _RUN_ID.match(run_id):
-        raise ValueError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' (max 64)")
-    return run_id
 
 
 def default_run_id(env: EnvSpec, policy_name: str, seed: int) -> str:
@@ -67,17 +60,6 @@ def _run_key(value: Any) -> Any:
     return value
 
 
-def shard_name_pattern(run_id: str) -> re.Pattern[str]:
-    """Names of ``run_id``'s shards, ``<time>-<run_id>-e<first episode>``, and the start of their tmp files."""
-    return re.compile(rf"\d{{8}}T\d{{6}}-{re.escape(run_id)}-e\d{{6,}}")
-
-
-def run_shards(dataset: Dataset, run_id: str) -> list[str]:
-    """Complete shards of ``run_id``."""
-    pattern = shard_name_pattern(run_id)
-    return [s for s in dataset.shards() if pattern.fullmatch(s)]
-
-
 def completed_episodes(dataset: Dataset, run_id: str, policy_name: str, seed: int) -> dict[int, str]:
     """Episode index -> shard for the episodes of ``run_id`` already on disk.
 
@@ -85,11 +67,10 @@ def completed_episodes(dataset: Dataset, run_id: str, policy_name: str, seed: in
     would make episode ``i`` mean two different things.
     """
     done: dict[int, str] = {}
-    prefix = f"{run_id}-"
-    for shard in run_shards(dataset, run_id):
+    for shard in dataset.run_shards(run_id):
         table = dataset.read_shard(shard, ["episode_id", "step", "policy", "seed"]).filter(pc.field("step") == 0)
         for eid, policy, episode_seed in zip(*(table.column(c).to_pylist() for c in ("episode_id", "policy", "seed"))):
-            index = int(eid[len(prefix) :])
+            index = episode_index(run_id, eid)
             if policy != policy_name or episode_seed != seed + index:
                 raise DatasetError(
                     f"{dataset.shard_path(shard)}: run {run_id!r} was collected with policy {policy!r} and base seed "

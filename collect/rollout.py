@@ -17,11 +17,7 @@ import pyarrow as pa
 from collect.env import DrivingEnv
 from collect.episode_rows import EpisodeRows, StepFlags
 from collect.policies.base import Policy
-from data_schema import Dataset, new_shard_name
-
-
-def episode_id(run_id: str, index: int) -> str:
-    return f"{run_id}-{index:06d}"
+from data_schema import Dataset, episode_id, new_shard_name
 
 
 @dataclass(frozen=True)

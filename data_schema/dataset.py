@@ -17,8 +17,6 @@ import datetime as dt
 import json
 import re
 import socket
-import warnings
-from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import pandas as pd
@@ -27,87 +25,12 @@ import pyarrow as pa
 from data_schema import shards
 from data_schema.errors import DatasetError
 from data_schema.images import decode_image
+from data_schema.label_sets import SHARD_SUFFIX, LabelSet
+from data_schema.naming import check_name, run_shards
 from data_schema.schema import FORMAT_NAME, IMAGE_COLUMNS, KEY_COLUMNS, LABEL_SCHEMA, RAW_STEP_SCHEMA, SCHEMA_VERSION
 from data_schema.storage import atomic_write_bytes, filesystem, remove_leftovers
 
-SHARD_SUFFIX = ".parquet"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def check_name(kind: str, name: str) -> str:
-    """Shard and label-set names become file names: keep them to a safe alphabet."""
-    if not _NAME.match(name) or name.endswith(".tmp"):
-        raise DatasetError(f"invalid {kind} name {name!r}: use letters, digits, '.', '_' and '-' (max 128)")
-    return name
-
-
-def new_shard_name(run_id: str, first_episode: int) -> str:
-    """A shard name unique across concurrent writers: creation time, run id, index of its first episode."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    return check_name("shard", f"{stamp}-{run_id}-e{first_episode:06d}")
-
-
-@dataclass(frozen=True)
-class LabelSet:
-    """One label set of a dataset: ``labels/<name>/``."""
-
-    dataset: "Dataset"
-    name: str
-
-    @property
-    def path(self) -> str:
-        return f"{self.dataset.path}/labels/{self.name}"
-
-    def shard_path(self, shard: str) -> str:
-        return f"{self.path}/{shard}{SHARD_SUFFIX}"
-
-    def exists(self) -> bool:
-        return self.dataset.fs.exists(f"{self.path}/label_set.json")
-
-    def spec(self) -> dict[str, Any]:
-        """The stored ``label_set.json`` (spec, its hash and provenance)."""
-        path = f"{self.path}/label_set.json"
-        if not self.dataset.fs.exists(path):
-            raise DatasetError(f"{path}: label set {self.name!r} does not exist; known: {self.dataset.label_sets()}")
-        with self.dataset.fs.open(path, "r") as f:
-            return json.load(f)
-
-    @property
-    def hash(self) -> str:
-        return self.spec()["hash"]
-
-    def write_spec(self, document: dict[str, Any]) -> None:
-        if "hash" not in document:
-            raise DatasetError(f"{self.path}/label_set.json: a label-set document needs a 'hash'")
-        data = json.dumps(document, indent=2, sort_keys=True).encode()
-        atomic_write_bytes(self.dataset.fs, f"{self.path}/label_set.json", data)
-
-    def shards(self) -> list[str]:
-        """Names of complete label shards (tmp files of running or crashed writers are not listed)."""
-        return self.dataset._list_shards(self.path)
-
-    def shard_hash(self, shard: str) -> str | None:
-        """The label-set hash a label shard was written for, or None if the shard is absent."""
-        path = self.shard_path(shard)
-        if not self.dataset.fs.exists(path):
-            return None
-        meta = shards.shard_metadata(self.dataset.fs, path)
-        return meta.get(shards.META_LABEL_SET_HASH, b"").decode() or None
-
-    def write_shard(self, shard: str, table: pa.Table, label_set_hash: str) -> None:
-        shards.write_shard(self.dataset.fs, self.shard_path(shard), table, "labels", label_set_hash)
-
-    def read_shard(self, shard: str, columns: Sequence[str] | None = None, label_set_hash: str | None = None) -> pa.Table:
-        """A label shard, checked against this label set's hash so that stale labels are never mixed in.
-
-        Loops over shards pass the hash they read once (``label_set_hash``) instead of re-reading the spec.
-        """
-        expected = label_set_hash if label_set_hash is not None else self.hash
-        return shards.read_shard(self.dataset.fs, self.shard_path(shard), "labels", columns, label_set_hash=expected)
-
-    def remove_leftovers(self) -> list[str]:
-        return remove_leftovers(self.dataset.fs, self.path)
-
+__all__ = ["Dataset"]
 
 class Dataset:
     """A dataset rooted at a local path or an fsspec URL."""
@@ -187,6 +110,10 @@ class Dataset:
         """Names of complete raw shards, oldest first."""
         return self._list_shards(self.episodes_path)
 
+    def run_shards(self, run_id: str) -> list[str]:
+        """Complete raw shards of run ``run_id``, oldest first."""
+        return run_shards(self.shards(), run_id)
+
     def write_episode_shard(self, shard: str, table: pa.Table) -> None:
         """Write a new raw shard; raw shards are immutable, so an existing name is an error."""
         path = self.shard_path(check_name("shard", shard))
@@ -262,23 +189,13 @@ class Dataset:
         ``missing`` says what to do with raw shards the label set has not labelled yet: ``skip`` them (a
         warning names them) or ``error``. Image columns stay encoded bytes unless ``decode`` is set.
         """
-        if missing not in ("skip", "error"):
-            raise ValueError(f"missing must be 'skip' or 'error', got {missing!r}")
         labels = self.label_set(label_set)
         label_hash = labels.hash
-        labelled = set(labels.shards())
-        wanted = shards if shards is not None else self.shards()
-        absent = [s for s in wanted if s not in labelled]
-        if absent and missing == "error":
-            raise DatasetError(f"{labels.path}: no label shard for raw shard(s) {absent[:5]}{'...' if len(absent) > 5 else ''}")
-        if absent:
-            warnings.warn(f"label set {label_set!r} has no labels yet for {len(absent)} of {len(wanted)} shard(s); they are left out", stacklevel=2)
+        todo = labels.select(shards if shards is not None else self.shards(), missing, label_hash)
         if columns is None:
             columns = [c for c in RAW_STEP_SCHEMA.names if c not in IMAGE_COLUMNS]
         label_columns = list(label_columns) if label_columns is not None else [c for c in LABEL_SCHEMA.names if c not in KEY_COLUMNS]
-        for shard in wanted:
-            if shard in absent:
-                continue
+        for shard in todo:
             raw = self.read_shard(shard, _with_keys(columns)).to_pandas()
             lab = labels.read_shard(shard, _with_keys(label_columns), label_hash).to_pandas()
             if len(raw) != len(lab):
@@ -312,7 +229,7 @@ class Dataset:
             "shards": len(shard_names),
             "episodes": episodes,
             "steps": steps,
-            "label_sets": {name: len(self.label_set(name).shards()) for name in self.label_sets()},
+            "label_sets": {name: len(self.label_set(name).labelled(shard_names)) for name in self.label_sets()},
             "bytes": int(size),
         }
 

@@ -11,7 +11,6 @@ fetched later for any subset of the rows (``attach_images``).
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -130,18 +129,12 @@ def split_columns(columns: Iterable[str]) -> tuple[list[str], list[str]]:
 
 def labelled_shards(dataset: Dataset, label_set: str, shards: Sequence[str] | None = None) -> list[str]:
     """The raw shards (of ``shards``, default all) that ``label_set`` has labelled; warns about the rest."""
-    labels = dataset.label_set(label_set)
-    labels.spec()
-    done = set(labels.shards())
     present = dataset.shards()
     wanted = list(shards) if shards is not None else present
     unknown = sorted(set(wanted) - set(present))
     if unknown:
         raise DatasetError(f"{dataset.episodes_path}: no raw shard(s) {unknown[:5]}")
-    absent = [s for s in wanted if s not in done]
-    if absent:
-        warnings.warn(f"label set {label_set!r} has no labels yet for {len(absent)} of {len(wanted)} shard(s); they are left out", stacklevel=3)
-    return [s for s in wanted if s in done]
+    return dataset.label_set(label_set).select(wanted)
 
 
 def iter_frames(

@@ -6,11 +6,13 @@ rename; there the final ``put`` of a whole object is itself atomic, so the tmp s
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import uuid
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -28,35 +30,49 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
-def atomic_write(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[io.BufferedIOBase], None]) -> None:
-    """Write ``path`` through ``write(fileobj)`` so that it appears complete or not at all."""
-    parent = path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
-    if not is_local(fs):
-        buffer = io.BytesIO()
-        write(buffer)
-        fs.pipe_file(path, buffer.getvalue())
-        return
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A tmp file name beside the local file ``path``, for writers that need a name (d3rlpy, TorchScript):
+    when the block ends without an error, the tmp file is fsynced and renamed into place and the directory
+    fsynced; otherwise it is removed. A kill at any moment leaves the old file or the new one, never a mix.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(parent, os.O_RDONLY)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
+def atomic_write(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[io.BufferedIOBase], None]) -> None:
+    """Write ``path`` through ``write(fileobj)`` so that it appears complete or not at all."""
+    if not is_local(fs):
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        buffer = io.BytesIO()
+        write(buffer)
+        fs.pipe_file(path, buffer.getvalue())
+        return
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+
+
 def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     atomic_write(fs, path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """A local text file (run settings, state, logs) written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def remove_leftovers(fs: fsspec.AbstractFileSystem, directory: str, owner: str | re.Pattern[str] = "") -> list[str]:

@@ -1,11 +1,43 @@
-"""The ``pipeline`` command: one click group, one module per stage under ``pipeline/commands``."""
+"""The ``pipeline`` command: one click group, one module per stage under ``pipeline/commands``.
+
+Command modules import their stage at the top; the group imports a command's module only when that command
+runs or shows its help, so ``pipeline audit --help`` does not wait for torch.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
+#: Command name -> "module:attribute", in the order ``pipeline --help`` lists them.
+COMMANDS = {
+    "collect": "pipeline.commands.collect:collect",
+    "info": "pipeline.commands.collect:info",
+    "annotate": "pipeline.commands.annotate:annotate",
+    "train": "pipeline.commands.train:train",
+    "evaluate": "pipeline.commands.evaluate:evaluate",
+    "export": "pipeline.commands.evaluate:export",
+    "audit": "pipeline.commands.audit:audit",
+    "labels": "pipeline.commands.audit:labels",
+    "demo": "pipeline.commands.demo:demo",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="drive-vlm-rl")
 def main() -> None:
     """DriveVLM-RL: collect simulator rollouts, annotate them with VLM rewards, train a driving policy.
@@ -13,27 +45,3 @@ def main() -> None:
     A dataset is a directory (or fsspec URL) that every stage reads and writes:
     `collect` adds raw episode shards, `annotate` adds a label set beside them, `train` learns from both.
     """
-
-from pipeline.commands.collect import collect, info  # noqa: E402
-
-main.add_command(collect)
-main.add_command(info)
-
-from pipeline.commands.audit import audit, labels  # noqa: E402
-
-main.add_command(audit)
-main.add_command(labels)
-
-from pipeline.commands.train import evaluate, export, train  # noqa: E402
-
-main.add_command(train)
-main.add_command(evaluate)
-main.add_command(export)
-
-from pipeline.commands.annotate import annotate  # noqa: E402
-
-main.add_command(annotate)
-
-from pipeline.commands.demo import demo  # noqa: E402
-
-main.add_command(demo)

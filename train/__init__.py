@@ -1,9 +1,51 @@
 """Training: a SAC driving policy (d3rlpy) learnt from raw shards joined with one label set.
 
-Modules: ``config`` (TrainConfig), ``encoder`` (the (BEV, state) encoder registered with d3rlpy), ``agent``
-(creation, checkpoints, the policy used for online collection), ``replay`` (transitions from shards +
-labels, compact frames), ``loop`` (offline and online loops), ``annotation`` (background `pipeline annotate`
-passes), ``run_dir`` (run settings, state and checkpoints on disk), ``metrics_log``, ``evaluate`` (VLM-RL
-metrics on fixed routes) and ``export`` (TorchScript for the collector). It reads what collect and annotate
-wrote through ``data_schema`` and imports only their public pieces.
+It stands beside collect and annotate on ``data_schema`` and imports neither: what it learns from is the
+dataset on disk. Modules: ``config`` (TrainConfig), ``encoder`` (the (BEV, state) encoder registered with
+d3rlpy), ``agent`` (creation, checkpoints, the policy's input), ``replay`` (transitions from shards + labels,
+compact frames, rewards stored or recomputed from components), ``offline`` (the offline loop and the pieces
+the online round shares), ``run_dir`` (run settings, state and checkpoints on disk), ``metrics_log`` and
+``export`` (TorchScript for the collector). The online round, which also drives the simulator and the
+annotator, is composed one floor up in ``pipeline.online``.
 """
+
+from train.agent import bev_size_of, create_agent, load_agent, observation_shape, policy_input, save_agent
+from train.config import FRAME_CODECS, TrainConfig
+from train.encoder import BevStateEncoderFactory, downsample_bev
+from train.export import export_torchscript, measure_latency
+from train.metrics_log import MetricsLog
+from train.offline import Echo, RunResult, gradient_updates, ingest, loss_columns, start_run, train_offline
+from train.replay import STORED_REWARD, ReplayBuffer, RewardSource, ShardTransitions, read_shard_transitions, reward_source
+from train.run_dir import RunDir, RunSpec, RunState
+
+__all__ = [
+    "BevStateEncoderFactory",
+    "Echo",
+    "FRAME_CODECS",
+    "MetricsLog",
+    "ReplayBuffer",
+    "RewardSource",
+    "RunDir",
+    "RunResult",
+    "RunSpec",
+    "RunState",
+    "STORED_REWARD",
+    "ShardTransitions",
+    "TrainConfig",
+    "bev_size_of",
+    "create_agent",
+    "downsample_bev",
+    "export_torchscript",
+    "gradient_updates",
+    "ingest",
+    "load_agent",
+    "loss_columns",
+    "measure_latency",
+    "observation_shape",
+    "policy_input",
+    "read_shard_transitions",
+    "reward_source",
+    "save_agent",
+    "start_run",
+    "train_offline",
+]

@@ -1,13 +1,11 @@
-"""The SAC agent (d3rlpy) on ``(bev, state)`` observations: creation, atomic save, load, and a driving policy.
+"""The SAC agent (d3rlpy) on ``(bev, state)`` observations: creation, atomic save, load, and its input.
 
 Checkpoints are d3rlpy's own ``save`` format (config + networks + optimiser states), so
-``d3rlpy.load_learnable`` restores them once ``train.encoder`` is imported. ``load_agent`` does that import.
+``d3rlpy.load_learnable`` restores them once ``train.encoder`` is imported (this module imports it).
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import d3rlpy
@@ -15,12 +13,13 @@ import numpy as np
 import torch
 from d3rlpy.algos import SAC, SACConfig
 
-from collect.backend import Observation
-from collect.policies.base import observation_state
 from data_schema.features import STATE_DIM
 from data_schema.schema import ACTION_SIZE
+from data_schema.storage import atomic_path
 from train.config import TrainConfig
 from train.encoder import BevStateEncoderFactory, downsample_bev
+
+__all__ = ["bev_size_of", "create_agent", "load_agent", "observation_shape", "policy_input", "save_agent"]
 
 
 def observation_shape(config: TrainConfig) -> tuple[tuple[int, int, int], tuple[int]]:
@@ -53,17 +52,9 @@ def create_agent(config: TrainConfig) -> SAC:
 
 
 def save_agent(agent: SAC, path: str | Path) -> None:
-    """``agent.save`` to a tmp file renamed into place: a kill never leaves a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    """``agent.save`` through ``data_schema.storage.atomic_path``: a kill never leaves a half-written checkpoint."""
+    with atomic_path(path) as tmp:
         agent.save(str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_agent(path: str | Path, device: str = "cpu") -> SAC:
@@ -83,35 +74,8 @@ def bev_size_of(agent: SAC) -> int:
     return int(agent.impl.observation_shape[0][1])
 
 
-def observation_from(obs: Observation, bev: np.ndarray, bev_size: int) -> list[np.ndarray]:
-    """A batch of one d3rlpy observation from a collector observation and its rendered ``HxWx3`` BEV."""
-    state = observation_state(obs)
+def policy_input(bev: np.ndarray, state: np.ndarray, bev_size: int) -> list[np.ndarray]:
+    """A batch of one d3rlpy observation from a rendered ``HxWx3`` BEV and its state vector
+    (``data_schema.features``), downsampled exactly as replay downsamples stored frames."""
     frame = torch.from_numpy(np.ascontiguousarray(bev.transpose(2, 0, 1)))[None]
-    return [downsample_bev(frame, bev_size).numpy(), state.reshape(1, STATE_DIM)]
-
-
-class SacDriver:
-    """The collector's ``Policy`` for online rounds: samples from the SAC policy (its own exploration noise).
-
-    ``random_steps`` first actions are uniform in [-1, 1] instead, so the first round explores before the
-    networks have learnt anything (``TrainConfig.learning_starts``).
-    """
-
-    def __init__(self, agent: SAC, name: str, random_steps: int = 0, seed: int = 0) -> None:
-        self.agent = agent
-        self.name = name
-        self.random_steps = random_steps
-        self._bev_size = bev_size_of(agent)
-        self._rng = np.random.default_rng(seed)
-        self.steps = 0
-
-    def reset(self, seed: int) -> None:
-        self._rng = np.random.default_rng(seed)
-        torch.manual_seed(seed)
-
-    def act(self, obs: Observation, bev: np.ndarray) -> np.ndarray:
-        self.steps += 1
-        if self.steps <= self.random_steps:
-            return self._rng.uniform(-1.0, 1.0, ACTION_SIZE).astype(np.float32)
-        action = self.agent.sample_action(observation_from(obs, bev, self._bev_size))[0]
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
+    return [downsample_bev(frame, bev_size).numpy(), np.asarray(state, np.float32).reshape(1, STATE_DIM)]

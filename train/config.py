@@ -13,6 +13,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from data_schema.settings import build
+
+__all__ = ["FRAME_CODECS", "TrainConfig"]
+
 FRAME_CODECS = ("raw", "zstd")
 
 
@@ -86,14 +90,8 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        """A config from ``to_dict`` output or CLI overrides; unknown keys are an error naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(names)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-    def replace(self, **changes: Any) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
+    def from_dict(cls, values: dict[str, Any], source: str = "training settings") -> "TrainConfig":
+        """A config from ``to_dict`` output or CLI overrides, every value type-checked (``data_schema.settings``):
+        an unknown key or a bad value is a ConfigError naming it and ``source``."""
+        return build(cls, values, source)
 

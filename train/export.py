@@ -9,10 +9,8 @@ needs only torch: no d3rlpy, no training code, no CLIP, YOLO or VLM.
 from __future__ import annotations
 
 import copy
-import os
 import statistics
 import time
-import uuid
 import warnings
 from pathlib import Path
 
@@ -21,10 +19,11 @@ from d3rlpy.algos import SAC
 from torch import nn
 
 from data_schema.features import STATE_DIM
+from data_schema.storage import atomic_path
 from train.agent import bev_size_of
 from train.encoder import downsample_bev
 
-FORMATS = ("torchscript",)
+__all__ = ["DeployedPolicy", "export_torchscript", "measure_latency"]
 
 
 class DeployedPolicy(nn.Module):
@@ -48,17 +47,10 @@ def export_torchscript(agent: SAC, path: str | Path, example_bev_px: int = 128) 
         parameter.requires_grad_(False)
     module = DeployedPolicy(policy, bev_size_of(agent)).eval()
     example = (torch.zeros(1, 3, example_bev_px, example_bev_px, dtype=torch.uint8), torch.zeros(1, STATE_DIM))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, but TorchScript is the collector's contract
-            torch.jit.save(torch.jit.trace(module, example), str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, but TorchScript is the collector's contract
+        torch.jit.save(torch.jit.trace(module, example), str(tmp))
+    return Path(path)
 
 
 def measure_latency(path: str | Path, device: str = "cpu", bev_px: int = 128, runs: int = 200, warmup: int = 20) -> dict[str, float]:

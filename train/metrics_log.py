@@ -7,12 +7,16 @@ version) rewrites the file with the wider header, earlier rows left empty there,
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 from torch.utils.tensorboard import SummaryWriter
+
+from data_schema.storage import atomic_write_text
+
+__all__ = ["MetricsLog"]
 
 
 class MetricsLog:
@@ -47,12 +51,11 @@ class MetricsLog:
         with open(self.path, newline="") as f:
             rows = list(csv.DictReader(f))
         self._columns = [*(self._columns or []), *extra]
-        tmp = self.path.with_name(f"{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, self._columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, self._columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, text.getvalue())
 
     def close(self) -> None:
         self._writer.close()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -27,13 +27,20 @@ import pyarrow.compute as pc
 import torch
 from d3rlpy.dataset import TransitionMiniBatch
 
-from data_schema import Dataset, DatasetError, LabelSet, decode_image
+from data_schema import KEY_COLUMNS, Dataset, DatasetError, LabelSet, LabelSetInfo, decode_image
 from data_schema.features import STATE_COLUMNS, state_matrix
+from data_schema.reward import COMPONENT_COLUMNS, REWARD_RAW_COLUMNS, RewardConfig, synthesize
 from data_schema.schema import ACTION_SIZE
+from data_schema.settings import build, to_mapping
 from train.encoder import downsample_bev
 
+__all__ = [
+    "REPLAY_RAW_COLUMNS", "ReplayBuffer", "RewardSource", "STORED_REWARD", "ShardTransitions", "read_shard_transitions",
+    "reward_source",
+]  # fmt: skip
+
 #: Raw columns a shard is read with (the BEV is decoded and downsampled right away).
-RAW_COLUMNS = ("episode_id", "step", "bev", *STATE_COLUMNS, "action", "terminated", "truncated", "is_last")
+REPLAY_RAW_COLUMNS = ("episode_id", "step", "bev", *STATE_COLUMNS, "action", "terminated", "truncated", "is_last")
 
 #: Computes each label row's reward from the joined raw and label columns (``--reward-from-components``).
 RewardFn = Callable[[pa.Table], np.ndarray]
@@ -54,6 +61,21 @@ class RewardSource:
 
 
 STORED_REWARD = RewardSource()
+
+
+def reward_source(info: LabelSetInfo, from_components: bool, overrides: dict[str, Any]) -> RewardSource:
+    """Stored label rewards, or rewards recomputed (``data_schema.reward``) from the stored components with the
+    label set's own reward parameters, ``overrides`` changed."""
+    if not from_components:
+        if overrides:
+            raise ValueError("reward overrides need --reward-from-components")
+        return STORED_REWARD
+    config = build(RewardConfig, {**to_mapping(info.reward), **overrides}, "--reward")
+    return RewardSource(
+        label_columns=COMPONENT_COLUMNS,
+        raw_columns=tuple(c for c in REWARD_RAW_COLUMNS if c not in KEY_COLUMNS),
+        compute=lambda joined: synthesize(joined, config)["reward"],
+    )
 
 
 @dataclass(frozen=True)
@@ -134,7 +156,7 @@ def read_shard_transitions(
     raw_path, label_path = dataset.shard_path(shard), labels.shard_path(shard)
     if not dataset.fs.exists(label_path):
         raise DatasetError(f"{label_path}: no label shard for raw shard {shard}; unlabelled transitions never enter replay")
-    raw_columns = list(dict.fromkeys(RAW_COLUMNS + reward.raw_columns))
+    raw_columns = list(dict.fromkeys(REPLAY_RAW_COLUMNS + reward.raw_columns))
     raw = _sorted(dataset.read_shard(shard, raw_columns))
     lab = _sorted(labels.read_shard(shard, ["episode_id", "step", *reward.label_columns]))
     if raw.num_rows != lab.num_rows:
@@ -212,8 +234,6 @@ class ReplayBuffer:
         self._chunks: deque[ShardTransitions] = deque()
         self._first: deque[int] = deque()  # first live transition of each chunk (older ones are evicted)
         self._rng = np.random.default_rng(seed)
-        self.added = 0  # transitions ever added
-        self.shards: list[str] = []  # shards ever added, in order
 
     def __len__(self) -> int:
         return sum(len(c) - f for c, f in zip(self._chunks, self._first))
@@ -225,8 +245,6 @@ class ReplayBuffer:
     def add(self, chunk: ShardTransitions) -> None:
         self._chunks.append(chunk)
         self._first.append(0)
-        self.added += len(chunk)
-        self.shards.append(chunk.shard)
         excess = len(self) - self.limit
         while excess > 0:
             live = len(self._chunks[0]) - self._first[0]

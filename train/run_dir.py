@@ -14,13 +14,14 @@ resumes from the last ``state.json``: the buffer is rebuilt from the shards it l
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_schema.storage import atomic_write_text
 from train.config import TrainConfig
+
+__all__ = ["RunDir", "RunSpec", "RunState"]
 
 KEEP_CHECKPOINTS = 2
 
@@ -62,18 +63,6 @@ class RunSpec:
         values["config"] = TrainConfig.from_dict(values["config"])
         values["annotate_args"] = tuple(values.get("annotate_args", ()))
         return cls(**values)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class RunDir:

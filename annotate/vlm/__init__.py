@@ -6,7 +6,7 @@ the malformed-answer retries and the cache keys, so answers are comparable acros
 
 from __future__ import annotations
 
-from annotate.vlm.answer import ACTIONS, ANSWER_SCHEMA, VlmAnswer, check_answer, parse_answer
+from annotate.vlm.answer import ACTIONS, ANSWER_SCHEMA, VlmAnswer, check_answer
 from annotate.vlm.backend import VlmBackend, cache_key, settings_id
 from annotate.vlm.config import BACKENDS, DEFAULT_PROMPT, VlmConfig
 
@@ -42,6 +42,5 @@ __all__ = [
     "cache_key",
     "check_answer",
     "make_vlm_backend",
-    "parse_answer",
     "settings_id",
 ]

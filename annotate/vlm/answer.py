@@ -74,12 +74,6 @@ def check_answer(text: str) -> tuple[dict[str, Any] | None, str | None]:
     return None, first_error or "no JSON object in the answer"
 
 
-def parse_answer(text: str) -> tuple[bool, dict[str, Any] | None]:
-    """``(True, answer)`` when ``text`` holds a valid answer, else ``(False, None)``."""
-    answer, _ = check_answer(text)
-    return answer is not None, answer
-
-
 def validate_answer(value: Any) -> str | None:
     """Why ``value`` is not a valid answer, or ``None`` when it is."""
     if not isinstance(value, dict):

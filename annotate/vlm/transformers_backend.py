@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from annotate.model_weights import resolve_device
 from annotate.vlm.answer import VlmAnswer
 from annotate.vlm.backend import ConfiguredVlm, Reply, assess_with_retries
 from annotate.vlm.config import VlmConfig
@@ -32,7 +33,7 @@ class TransformersVlm(ConfiguredVlm):
             )
         self.config = config
         self._torch = torch
-        self._device = torch.device(_resolve_device(config.device, torch.cuda.is_available()))
+        self._device = resolve_device(config.device)
         dtype = torch.float32 if self._device.type == "cpu" else torch.bfloat16
         self._processor = AutoProcessor.from_pretrained(path, local_files_only=True)
         if getattr(self._processor, "chat_template", None) is None:
@@ -90,11 +91,3 @@ def _generation_config(base: Any, config: VlmConfig) -> Any:
         generation.top_p = None
         generation.top_k = None
     return generation
-
-
-def _resolve_device(device: str, cuda_available: bool) -> str:
-    if device == "auto":
-        return "cuda" if cuda_available else "cpu"
-    if device.startswith("cuda") and not cuda_available:
-        raise ValueError(f"VlmConfig.device is {device!r} but no CUDA device is available")
-    return device

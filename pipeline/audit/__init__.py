@@ -23,9 +23,10 @@ _EXPORTS = {
     ),
     "pipeline.audit.show": ("plot_timeline", "show_frames"),
     "pipeline.audit.compare": ("LabelDiff", "compare"),
-    "pipeline.audit.report": ("build_report", "sample_frames", "write_report"),
+    "pipeline.audit.report": ("build_report", "write_report"),
+    "pipeline.audit.sample": ("sample_frames", "truth_corridor"),
     "pipeline.audit.config": ("ReportConfig",),
-    "pipeline.audit.groundtruth": ("ground_truth", "truth_config"),
+    "data_schema.groundtruth": ("critical_in_corridor", "hazards"),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

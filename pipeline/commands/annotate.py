@@ -9,6 +9,7 @@ import yaml
 
 from annotate.config import ConfigError, load_config, to_mapping
 from annotate.model_weights import WeightsError
+from annotate.run import ClusterError, RunOptions, annotate_dataset
 from data_schema import DatasetError
 
 #: Errors that carry a message for the user; anything else is a bug and keeps its traceback.
@@ -50,8 +51,6 @@ def annotate(
     Image embeddings and VLM answers are cached in the dataset, so a new prompt set re-scores quickly.
     Changed settings under an existing NAME are refused unless --replace is given.
     """
-    from annotate.run import ClusterError, RunOptions, annotate_dataset
-
     items = list(overrides) + ([f"clip.pretrained={clip_checkpoint}"] if clip_checkpoint else [])
     try:
         config = load_config(config_file, items)

@@ -6,7 +6,11 @@ import click
 
 from data_schema import Dataset, DatasetError
 from data_schema.storage import atomic_write_bytes, filesystem
+from pipeline.audit.compare import compare
 from pipeline.audit.config import ReportConfig
+from pipeline.audit.html import page, section
+from pipeline.audit.report import write_report
+from pipeline.audit.show import figure_png
 
 #: Errors that carry a message for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS = (DatasetError, ValueError, KeyError, FileNotFoundError)
@@ -40,8 +44,6 @@ def audit(
     against the simulator's ground truth, VLM answer validity, rewards per event type, the lowest-scored
     frames as images and a few episode timelines. It needs nothing but a browser to open.
     """
-    from pipeline.audit.report import write_report  # matplotlib: imported only when a report is made
-
     try:
         config = ReportConfig(max_frames, seed, worst, timelines, corridor_length, corridor_half_width)
         summary = write_report(Dataset.open(dataset), label_set, out, config)
@@ -50,7 +52,7 @@ def audit(
     click.echo(
         f"wrote {out}\n"
         f"frames {summary['frames']:,} of {summary['labelled_frames']:,} labelled ({summary['shards_read']} shard(s) read)\n"
-        f"gate share {summary['gate_share']:.3f}, recall {summary['recall']:.3f}, precision {summary['precision']:.3f}\n"
+        f"gate share {_rate(summary['gate_share'])}, recall {_rate(summary['recall'])}, precision {_rate(summary['precision'])}\n"
         f"VLM answers valid {summary['vlm_valid']}, invalid {summary['vlm_invalid']}, missing {summary['vlm_missing']}"
     )
     for note in summary["findings"]:
@@ -82,10 +84,6 @@ def diff(dataset: str, a: str, b: str, top: int, columns: str | None, atol: floa
     Prints, per label column, the share of frames that changed and the mean / mean absolute change, the
     correlation of the rewards, and the frames whose reward changed most.
     """
-    from pipeline.audit.compare import compare  # matplotlib: imported only when the command runs
-    from pipeline.audit.html import page, section
-    from pipeline.audit.show import figure_png
-
     try:
         ds = Dataset.open(dataset)
         chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
@@ -102,6 +100,10 @@ def diff(dataset: str, a: str, b: str, top: int, columns: str | None, atol: floa
             click.echo(f"wrote {html_out}")
     except USER_ERRORS as e:
         raise click.ClickException(_message(e)) from None
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _message(error: Exception) -> str:

@@ -8,7 +8,8 @@ import click
 
 from pipeline.commands.annotate import annotate
 from pipeline.commands.collect import collect, info
-from pipeline.commands.train import evaluate, train
+from pipeline.commands.evaluate import evaluate
+from pipeline.commands.train import train
 
 #: open_clip's smallest ViT: the demo must run in minutes on a laptop CPU.
 DEMO_CLIP_MODEL = "ViT-S-32-alt"

@@ -1,12 +1,9 @@
-"""``pipeline train`` (SAC on shards + a label set), ``pipeline evaluate`` and ``pipeline export``."""
+"""``pipeline train``: SAC on shards + a label set, online in rounds (``pipeline.online``) or offline."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import tempfile
 import uuid
-from pathlib import Path
 from typing import Any
 
 import click
@@ -14,6 +11,8 @@ import yaml
 from tqdm import tqdm
 
 from data_schema import DatasetError
+from pipeline.online import train_online
+from train import RunDir, RunSpec, TrainConfig, train_offline
 
 #: Errors that carry a message for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS = (DatasetError, ValueError, FileNotFoundError, RuntimeError)
@@ -61,7 +60,7 @@ def _key_values(items: tuple[str, ...], option: str) -> dict[str, Any]:
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Any other training setting, e.g. --set bev_size=48 --set cnn_channels=[8,16] --set frame_codec=raw.")
 @click.option("--reward-from-components", is_flag=True,
-              help="Recompute rewards from the stored label components (annotate.reward) instead of the stored reward.")
+              help="Recompute rewards from the stored label components (data_schema.reward) instead of the stored reward.")
 @click.option("--reward", "reward_settings", multiple=True, metavar="KEY=VALUE",
               help="With --reward-from-components: change a reward parameter, e.g. --reward penalty=0 "
                    "--reward target_speed_kmh=30. Repeatable.")
@@ -84,10 +83,6 @@ def train(dataset: str, label_set: str, run_dir: str, offline: bool, offline_ste
     N updates on the labelled shards already in DATASET. Either mode checkpoints every round, and --resume
     continues a killed run without losing or double-counting data.
     """
-    from train.config import TrainConfig
-    from train.loop import train_offline, train_online
-    from train.run_dir import RunDir, RunSpec
-
     named = {"offline_steps": offline_steps, "rounds": rounds, "steps_per_round": steps_per_round,
              "updates_per_step": updates_per_step, "learning_starts": learning_starts, "batch_size": batch_size,
              "buffer_limit": buffer_limit, "gamma": gamma, "tau": tau, "seed": seed, "device": device}  # fmt: skip
@@ -125,10 +120,8 @@ def train(dataset: str, label_set: str, run_dir: str, offline: bool, offline_ste
     click.echo(f"checkpoint {run.checkpoints / state.checkpoint} after {state.grad_steps} updates")
 
 
-def _resumed_spec(run: Any, dataset: str, label_set: str, offline: bool, overrides: dict[str, Any], given: dict[str, Any]) -> Any:
+def _resumed_spec(run: RunDir, dataset: str, label_set: str, offline: bool, overrides: dict[str, Any], given: dict[str, Any]) -> RunSpec:
     """The stored spec with the resumable settings changed; ``given`` reward/annotate options must match the run's."""
-    from train.config import TrainConfig
-
     spec = run.spec()
     if (spec.dataset, spec.label_set, spec.mode) != (dataset, label_set, "offline" if offline else "online"):
         raise click.ClickException(
@@ -145,103 +138,3 @@ def _resumed_spec(run: Any, dataset: str, label_set: str, offline: bool, overrid
     if fixed:
         raise click.ClickException(f"--resume: {fixed} are fixed when a run starts; only {sorted(RESUMABLE)} may change")
     return dataclasses.replace(spec, config=wanted)
-
-
-def _policy_file(target: str, workdir: Path) -> str:
-    """``random``/``expert`` as is, a TorchScript file as is, or a run/checkpoint exported to TorchScript."""
-    if target in ("random", "expert") or target.endswith(".pt"):
-        return target
-    from train.agent import load_agent
-    from train.export import export_torchscript
-    from train.run_dir import RunDir
-
-    checkpoint = RunDir(target).latest_checkpoint() if Path(target).is_dir() else Path(target)
-    out = workdir / f"{uuid.uuid4().hex[:8]}.pt"
-    export_torchscript(load_agent(checkpoint), out)
-    return str(out)
-
-
-@click.command("evaluate")
-@click.argument("targets", nargs=-1, required=True)
-@click.option("--episodes", type=click.IntRange(min=1), default=10, show_default=True, help="Episodes per policy.")
-@click.option("--seed", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Episode i runs with seed + i (route and traffic): same seed, same routes for every policy.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Actions per episode before truncation.")
-@click.option("--dataset", "dataset_dir", type=click.Path(file_okay=False), default=None,
-              help="Keep the evaluation episodes in this dataset (reused on a rerun). Default: a temporary one.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the metrics here. Default: RUN_DIR/evaluation-seed<S>-n<N>.json for each run directory, "
-                   "else ./evaluation-seed<S>-n<N>.json.")
-def evaluate(
-    targets: tuple[str, ...], episodes: int, seed: int, max_steps: int, dataset_dir: str | None, json_path: str | None
-) -> None:
-    """Evaluate policies on fixed SUMO routes: collision rate, route completion, speed, distance, success.
-
-    Each TARGET is a run directory (its latest checkpoint), a checkpoint file (.d3), an exported TorchScript
-    policy (.pt), `random` or `expert`; trained policies run as exported (deterministic). Metric definitions:
-    see train/evaluate.py.
-    """
-    from train.evaluate import evaluate_policy, format_table
-
-    results = {}
-    with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
-        data = dataset_dir or str(Path(tmp) / "episodes")
-        for target in targets:
-            bar = tqdm(total=episodes, desc=f"evaluate {target}", unit="episode", leave=False, disable=None)
-            try:
-                policy = _policy_file(target, Path(tmp))
-                results[target] = evaluate_policy(policy, data, episodes, seed, max_steps, on_episode=lambda _: bar.update())
-            except USER_ERRORS as e:
-                raise click.ClickException(f"{target}: {e}") from None
-            finally:
-                bar.close()
-    click.echo(format_table(results))
-    document = {"seed": seed, "episodes": episodes, "max_steps": max_steps, "results": {t: m.as_dict() for t, m in results.items()}}
-    name = f"evaluation-seed{seed}-n{episodes}.json"
-    paths = [Path(json_path)] if json_path else [Path(t) / name for t in targets if Path(t).is_dir()]
-    for path in paths or [Path(name)]:
-        path.write_text(json.dumps(document, indent=2))
-        click.echo(f"wrote {path}")
-
-
-@click.command("export")
-@click.argument("source")
-@click.option("--format", "fmt", type=click.Choice(["torchscript"]), default="torchscript", show_default=True,
-              help="Deployment format (what the collector runs).")
-@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Output file. Default: RUN_DIR/policy.pt.")
-@click.option("--bev-px", type=click.IntRange(min=16), default=128, show_default=True,
-              help="BEV side the latency is measured at (the rendered size; the policy downsamples it).")
-@click.option("--latency-runs", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Timed forward passes per device (after a warm-up of 20).")
-def export(source: str, fmt: str, out: str | None, bev_px: int, latency_runs: int) -> None:
-    """Export the policy of SOURCE (a run directory or a .d3 checkpoint) for deployment, and time it.
-
-    The file needs only torch to run: forward(bev uint8[B,3,H,W], state float32[B,STATE_DIM]) returns
-    float32[B,2] actions in [-1, 1] (tanh of the SAC mean). Per-step latency is measured on CPU, and on
-    the GPU when there is one, and written beside the file as JSON.
-    """
-    import torch
-
-    from train.agent import load_agent
-    from train.export import export_torchscript, measure_latency
-    from train.run_dir import RunDir
-
-    try:
-        is_run = Path(source).is_dir()
-        checkpoint = RunDir(source).latest_checkpoint() if is_run else Path(source)
-        path = Path(out) if out else (Path(source) / "policy.pt" if is_run else checkpoint.with_suffix(".pt"))
-        export_torchscript(load_agent(checkpoint), path)
-        latency = {"cpu": measure_latency(path, "cpu", bev_px, latency_runs)}
-        if torch.cuda.is_available():
-            latency["cuda"] = measure_latency(path, "cuda", bev_px, latency_runs)
-    except USER_ERRORS as e:
-        raise click.ClickException(str(e)) from None
-    info = {"format": fmt, "checkpoint": str(checkpoint), "bev_px": bev_px, "latency": latency}
-    path.with_suffix(".json").write_text(json.dumps(info, indent=2))
-    click.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) from {checkpoint}")
-    for device, figures in latency.items():
-        click.echo(
-            f"latency {device}: median {figures['median_ms']:.3f} ms, p90 {figures['p90_ms']:.3f} ms per step "
-            f"(batch 1, {bev_px}x{bev_px} BEV)"
-        )

@@ -36,11 +36,11 @@ def test_run_rerun_conflict_replace_and_force(dataset):
     changed = annotate(dataset, "--label-set", "clg-v1", "--set", "prompts.positive=An empty road")
     assert changed.exit_code == 1
     assert "prompts.positive" in changed.output and "--replace" in changed.output
-    assert dataset.label_set("clg-v1").spec()["spec"]["prompts"]["positive"] != "An empty road"
+    assert dataset.label_set("clg-v1").document()["spec"]["prompts"]["positive"] != "An empty road"
 
     replaced = annotate(dataset, "--label-set", "clg-v1", "--set", "prompts.positive=An empty road", "--replace")
     assert replaced.exit_code == 0 and f"{SUMO_EPISODES} shard(s) labelled" in replaced.output
-    document = dataset.label_set("clg-v1").spec()
+    document = dataset.label_set("clg-v1").document()
     assert document["spec"]["prompts"]["positive"] == "An empty road"
     assert document["provenance"]["counts"] == {"shards": SUMO_EPISODES, "frames": frames}
 
@@ -52,7 +52,7 @@ def test_camera_gate_on_a_dataset_without_camera_falls_back_to_the_scene(dataset
     result = annotate(dataset, "--label-set", "fallback", "--set", "gate.source=camera")
     assert result.exit_code == 0, result.output
     labels = dataset.label_set("fallback")
-    assert labels.spec()["spec"]["gate"]["fallback"] == "scene" and "weights_id" not in labels.spec()["spec"]["gate"]
+    assert labels.document()["spec"]["gate"]["fallback"] == "scene" and "weights_id" not in labels.document()["spec"]["gate"]
     sources = {s for shard in labels.shards() for s in labels.read_shard(shard, ["gate_source"]).column("gate_source").to_pylist()}
     assert sources == {"scene"}
 

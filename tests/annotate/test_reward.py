@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from annotate.reward import SYNTHESIS_COLUMNS, RewardConfig, recompute, rolling_std, synthesize
+from data_schema.reward import SYNTHESIS_COLUMNS, RewardConfig, rolling_std, synthesize
 
 TARGET = 25 / 3.6  # m/s
 
@@ -101,22 +101,15 @@ def test_penalised_events_are_configurable():
     assert out["reward"][0] == pytest.approx(1.0)
 
 
-def test_recompute_from_stored_components_with_other_parameters_keeps_other_columns():
+def test_other_parameters_recompute_from_the_same_stored_components():
     data = rows(r_static=[-0.015, -0.015], speed=[TARGET / 2, TARGET / 2], collision=[False, True])
-    data["bev_note"] = np.array(["x", "y"])
-    df = pd.DataFrame(data)
-    df["reward"] = 123.0  # a stale value that must be replaced
     faster = RewardConfig(target_speed_kmh=50.0, penalty=0.0)
-    out = recompute(df, faster)
-    # desired = 0.5 * 50 km/h = TARGET, v = TARGET/2: f_speed = 1 - (TARGET/2) / (2 TARGET) = 0.75
-    np.testing.assert_allclose(out["f_speed"], [0.75, 0.75], atol=1e-5)
-    np.testing.assert_allclose(out["reward"], [0.75, 0.0], atol=1e-5)
-    assert list(out["bev_note"]) == ["x", "y"] and df["reward"].iloc[0] == 123.0
-    table = recompute(pa.table(data), faster)
-    assert table.column("bev_note").to_pylist() == ["x", "y"]
-    for name in SYNTHESIS_COLUMNS:
-        assert table.schema.field(name).type == pa.float32()
-        np.testing.assert_array_equal(table.column(name).to_numpy(), out[name].to_numpy())
+    for columns in (data, pd.DataFrame(data), pa.table(data)):
+        out = synthesize(columns, faster)
+        # desired = 0.5 * 50 km/h = TARGET, v = TARGET/2: f_speed = 1 - (TARGET/2) / (2 TARGET) = 0.75
+        np.testing.assert_allclose(out["f_speed"], [0.75, 0.75], atol=1e-5)
+        np.testing.assert_allclose(out["reward"], [0.75, 0.0], atol=1e-5)
+        assert set(out) == set(SYNTHESIS_COLUMNS) and all(v.dtype == np.float32 for v in out.values())
 
 
 def test_missing_columns_are_named():

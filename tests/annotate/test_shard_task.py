@@ -10,8 +10,9 @@ import pytest
 
 from annotate import model_cache
 from annotate.label_set import ModelIds, build_spec, prepare
-from annotate.reward import synthesize
-from annotate.shard_task import ShardTask, annotate_shard, embedding_cache_folder
+from data_schema.reward import synthesize
+from annotate.caches import embedding_cache_folder
+from annotate.shard_task import ShardTask, annotate_shard
 from annotate_fixtures import fast_config, make_dataset
 from data_schema import Dataset, decode_image
 
@@ -58,7 +59,7 @@ def test_labels_match_an_independent_computation(cold):
         reward = synthesize({**raw.to_pydict(), "r_static": np.asarray(got["r_static"]), "r_dynamic": np.zeros(raw.num_rows)}, config.reward)
         for name, values in reward.items():
             np.testing.assert_allclose(got[name], values, atol=1e-6, err_msg=name)
-    assert [s.images_encoded for s in stats] == [12, 12] and sum(s.gate_fn for s in stats) == 0
+    assert [s.images_encoded for s in stats] == [12, 12] and sum(s.gate_quality.fn for s in stats) == 0
 
 
 def test_new_prompts_rescore_from_the_cache_without_the_image_encoder_and_match_a_cold_run(cold, tmp_path):

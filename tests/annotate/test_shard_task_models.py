@@ -17,7 +17,8 @@ from annotate.gate import CameraGate
 from annotate.label_set import ModelIds, build_spec, prepare
 from annotate.model_weights import file_digest
 from annotate.run import RunOptions, annotate_dataset
-from annotate.shard_task import ShardTask, VlmTransportError, annotate_shard, vlm_cache_folder
+from annotate.caches import vlm_cache_folder
+from annotate.shard_task import ShardTask, VlmTransportError, annotate_shard
 from annotate.vlm import cache_key
 from annotate_fixtures import fast_config, raw_episode
 from data_schema import Dataset, decode_image
@@ -121,21 +122,22 @@ def test_camera_gate_runs_yolo_on_camera_frames_and_is_scored_against_the_scene(
     assert set(got.column("gate_source").to_pylist()) == {"camera"}
     recorded = got.column("detections").to_pylist()
     assert [len(r) for r in recorded] == [len(d) for d in detections] and {d["cls"] for d in recorded[1]} >= {"person"}
-    assert (stats.gate_tp, stats.gate_fp, stats.gate_fn, stats.gate_tn) == (2, 0, 0, 2)
+    q = stats.gate_quality
+    assert (q.tp, q.fp, q.fn, q.tn) == (2, 0, 0, 2)
 
 
 def test_a_run_on_a_camera_dataset_puts_the_yolo_weights_hash_in_the_spec(camera_dataset, yolov8n_weights, tmp_path):
     dataset, _ = camera_dataset
     config = fast_config("gate.source=camera", f"gate.weights={yolov8n_weights}", "gate.device=cpu", "gate.imgsz=320")
     summary = annotate_dataset(dataset.url, config, RunOptions("cam-run", workers=1, processes=False, progress=False))
-    assert summary.done == 1 and summary.gate_recall == 1.0 and summary.gate_precision == 1.0
-    spec = dataset.label_set("cam-run").spec()["spec"]
+    assert summary.done == 1 and summary.gate_quality.recall == 1.0 and summary.gate_quality.precision == 1.0
+    spec = dataset.label_set("cam-run").document()["spec"]
     assert spec["gate"]["weights_id"] == file_digest(yolov8n_weights) and "weights" not in spec["gate"]
     scene_only = Dataset.create(str(tmp_path / "no-camera"))
     scene_only.write_episode_shard("s00", raw_episode("ep0", 4, seed=0, agents=scene({1}, 4)))
     summary = annotate_dataset(scene_only.url, config, RunOptions("cam-run", workers=1, processes=False, progress=False))
     labels = scene_only.label_set("cam-run")
-    assert "weights_id" not in labels.spec()["spec"]["gate"]
+    assert "weights_id" not in labels.document()["spec"]["gate"]
     assert set(labels.read_shard("s00").column("gate_source").to_pylist()) == {"scene"}
 
 

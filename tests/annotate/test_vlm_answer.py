@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from vlm_fixtures import VALID_ANSWER, random_window
 
-from annotate.vlm import ANSWER_SCHEMA, VlmConfig, cache_key, check_answer, make_vlm_backend, parse_answer, settings_id
+from annotate.vlm import ANSWER_SCHEMA, VlmConfig, cache_key, check_answer, make_vlm_backend, settings_id
 from annotate.vlm.answer import answer_from_text, canonical_json
 from annotate.vlm.backend import Reply, assess_with_retries
 from annotate.vlm.prompt import build_messages, check_windows, decode_frame, fill_images, frame_data_url
@@ -27,9 +27,9 @@ VALID_TEXT = json.dumps(VALID_ANSWER)
         VALID_TEXT.replace("0.75", "1"),
     ],
 )
-def test_parse_answer_accepts_valid_json_around_noise(text):
-    ok, answer = parse_answer(text)
-    assert ok
+def test_check_answer_accepts_valid_json_around_noise(text):
+    answer, error = check_answer(text)
+    assert error is None
     assert answer["description"] == VALID_ANSWER["description"]
     assert answer["action"] == "stop"
 
@@ -55,8 +55,7 @@ def test_parse_answer_accepts_valid_json_around_noise(text):
         ('{"a": __import__("os").system("true")}', "no JSON object"),
     ],
 )
-def test_parse_answer_rejects_what_breaks_the_schema(text, why):
-    assert parse_answer(text) == (False, None)
+def test_check_answer_rejects_what_breaks_the_schema(text, why):
     answer, error = check_answer(text)
     assert answer is None and why in error
 

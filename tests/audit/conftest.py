@@ -195,8 +195,8 @@ def build(root: str, episodes_per_shard: int = 3, shards: int = 2) -> Dataset:
     ds = Dataset.create(root, created_by="tests/audit")
     rng = np.random.default_rng(0)
     v1, v2 = ds.label_set("clg-v1"), ds.label_set("clg-v2")
-    v1.write_spec(spec_document("clg-v1", HASH_V1))
-    v2.write_spec(spec_document("clg-v2", HASH_V2))
+    v1.write_document(spec_document("clg-v1", HASH_V1))
+    v2.write_document(spec_document("clg-v2", HASH_V2))
     planted = {(episode_id(i), s): d for i, s, d in PLANTED}
     for k in range(shards):
         raw, labels = [], []

@@ -106,6 +106,6 @@ def test_unlabelled_shards_are_left_out_with_a_warning(tmp_path) -> None:
     ds = build(str(tmp_path / "ds"), episodes_per_shard=1, shards=1)
     rows = episode_rows(9, np.random.default_rng(0))
     ds.write_episode_shard("20250102T000000-test-e000009", pa.Table.from_pylist(rows, schema=RAW_STEP_SCHEMA))
-    with pytest.warns(UserWarning, match="no labels yet for 1 of 2 shard"):
+    with pytest.warns(UserWarning, match="no current labels for 1 of 2 shard"):
         df = q.frames(ds, "clg-v1", columns=["reward"])
     assert set(df.episode_id) == {"ep000"}

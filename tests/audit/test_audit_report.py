@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html.parser
 import io
 from pathlib import Path
@@ -16,7 +17,9 @@ from PIL import Image
 from data_schema import Dataset
 from pipeline.audit.config import ReportConfig
 from pipeline.audit.show import penalty_rows
-from pipeline.audit.report import build_report, findings, gate_quality, sample_frames, vlm_validity, write_report
+from data_schema.groundtruth import GateQuality
+from pipeline.audit.report import build_report, findings, vlm_validity, write_report
+from pipeline.audit.sample import sample_frames
 
 ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "audit_report.png"
 APT_HINT = "headless Chromium is not installed; on Debian/Ubuntu: apt-get update && apt-get install -y chromium"
@@ -108,12 +111,16 @@ def test_report_renders_in_headless_chromium_without_errors(report: tuple[str, d
 
 def test_findings_flag_saturated_scores_a_disabled_vlm_and_a_weak_gate(audit_dataset: Dataset) -> None:
     sample = sample_frames(audit_dataset, "clg-v1", ReportConfig(), progress=False)
-    document = audit_dataset.label_set("clg-v1").spec()
+    info = audit_dataset.label_set("clg-v1").info()
     df = sample.frames
-    assert findings(df, document, gate_quality(df), vlm_validity(df)) == []  # the planted dataset is healthy
+
+    def gate(frames):
+        return GateQuality.of(frames["gate"].to_numpy(bool), frames["critical"].to_numpy(bool))
+
+    assert findings(df, info, gate(df), vlm_validity(df)) == []  # the planted dataset is healthy
     broken = df.assign(semantic=0.0, gate=False)
-    off = {**document, "spec": {**document["spec"], "vlm": {"enabled": False}}}
-    notes = findings(broken, off, gate_quality(broken), vlm_validity(broken))
+    off = dataclasses.replace(info, spec={**info.spec, "vlm": {"enabled": False}})
+    notes = findings(broken, off, gate(broken), vlm_validity(broken))
     assert len(notes) == 3
     assert notes[0].startswith("The semantic score is saturated: 100% of frames at 0")
     assert "VLM pathway is off" in notes[1]

@@ -36,7 +36,7 @@ def test_audit_of_a_real_sumo_dataset(tmp_path: Path) -> None:
     assert len(df) == ds.info()["steps"] and not df.duplicated(["episode_id", "step"]).any()
 
     text, summary = build_report(ds, "clg-v1", ReportConfig(worst=4, timelines=2), progress=False)
-    recorded = ds.label_set("clg-v1").spec()["provenance"]["last_run"]
+    recorded = ds.label_set("clg-v1").document()["provenance"]["last_run"]
     # the report scores the gate with annotate's own ground truth, so it agrees with what annotate recorded
     assert summary["gated"] == recorded["gated"] and summary["frames"] == recorded["frames"]
     assert summary["gate_share"] == pytest.approx(recorded["gate_share"])

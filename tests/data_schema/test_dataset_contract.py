@@ -198,7 +198,7 @@ def test_killed_writer_leaves_no_visible_shard(tmp_path):
 
 def label_set_with(ds: Dataset, name: str, shards: dict[str, float], label_hash: str = "h1"):
     labels = ds.label_set(name)
-    labels.write_spec({"hash": label_hash, "spec": {"name": name}})
+    labels.write_document({"name": name, "hash": label_hash, "spec": {}})
     for shard, offset in shards.items():
         labels.write_shard(shard, labels_for(ds.read_shard(shard), offset), label_hash)
     return labels
@@ -218,16 +218,21 @@ def test_join_skips_unlabelled_shards_with_a_warning_or_errors(dataset):
     with pytest.warns(UserWarning, match="1 of 2"):
         df = dataset.join("v1", columns=["speed"], label_columns=["reward"])
     assert set(df.episode_id) == {"a", "b"}
-    with pytest.raises(DatasetError, match="no label shard for raw shard"):
+    with pytest.raises(DatasetError, match="no label shard with the current hash for raw shard"):
         dataset.join("v1", missing="error")
 
 
 def test_stale_label_shard_is_never_mixed_in(dataset):
     labels = label_set_with(dataset, "v1", {"s0": 0.0, "s1": 0.0}, label_hash="old")
-    labels.write_spec({"hash": "new"})
+    labels.write_document({"name": "v1", "hash": "new", "spec": {}})
     assert labels.shard_hash("s0") == "old"
+    assert labels.labelled() == []
     with pytest.raises(SchemaError, match="stale label shard: label-set hash old, expected new"):
-        dataset.join("v1")
+        labels.read_shard("s0")
+    with pytest.warns(UserWarning, match="2 of 2"):
+        assert dataset.join("v1").empty
+    with pytest.raises(DatasetError, match="current hash"):
+        dataset.join("v1", missing="error")
 
 
 def test_images_decoded_only_when_asked(dataset):

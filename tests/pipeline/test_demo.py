@@ -24,7 +24,7 @@ def test_demo_runs_every_stage(tmp_path):
     assert {"expert", "random"} <= policies and any(p.startswith("sac-") for p in policies)
     labels = dataset.label_set("demo")
     assert set(labels.shards()) == set(dataset.shards())
-    assert labels.spec()["spec"]["clip"]["weights_id"] == "random-seed0"
+    assert labels.document()["spec"]["clip"]["weights_id"] == "random-seed0"
 
     evaluation = json.loads(next((out / "run").glob("evaluation-*.json")).read_text())
     assert set(evaluation["results"]) == {"random", "expert", str(out / "run")}

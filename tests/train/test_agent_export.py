@@ -16,7 +16,7 @@ from collect.backend import Controls, Events, Observation, RouteState
 from collect.policies.checkpoint import TorchScriptPolicy
 from collect.scene import MapGeometry, Pose, Scene
 from data_schema.features import STATE_DIM
-from train.agent import create_agent, load_agent, observation_from, save_agent
+from train.agent import create_agent, load_agent, save_agent
 from train.config import TrainConfig
 from train.encoder import downsample_bev
 from train.export import export_torchscript, measure_latency
@@ -81,19 +81,6 @@ def test_exported_policy_gives_the_d3rlpy_actions(tmp_path):
         assert np.abs(got).max() <= 1.0
     latency = measure_latency(path, "cpu", bev_px=32, runs=5, warmup=1)
     assert 0 < latency["median_ms"] <= latency["p90_ms"]
-
-
-def test_collector_runs_the_export_like_the_trainer(tmp_path):
-    agent = create_agent(CONFIG)
-    path = export_torchscript(agent, tmp_path / "policy.pt")
-    route = RouteState(progress=3.0, completion=0.1, distance_to_goal=40.0, lateral_offset=0.4, heading_error=-0.1,
-                       ahead=np.linspace(0, 10, 16, dtype=np.float32).reshape(8, 2))  # fmt: skip
-    scene = Scene(map=MapGeometry("town", ()), ego=Pose(0.0, 0.0, 0.0), ego_length=4.5, ego_width=1.9)
-    obs = Observation(t=1.0, speed=4.2, controls=Controls(0.1, 0.3, 0.0), route=route, scene=scene, events=Events())
-    bev = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
-    action = TorchScriptPolicy(path).act(obs, bev)
-    expected = agent.predict(observation_from(obs, bev, CONFIG.bev_size))[0]
-    assert np.allclose(action, expected, atol=1e-6)
 
 
 def test_loading_the_export_imports_no_model_library(tmp_path):

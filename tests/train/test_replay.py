@@ -8,7 +8,8 @@ import pytest
 from train_data import LABEL_HASH, frame_value, labels_of, raw_episode, reward_of, write_dataset
 
 from data_schema import DatasetError, SchemaError
-from train.replay import ReplayBuffer, read_shard_transitions
+from data_schema.reward import RewardConfig, synthesize
+from train.replay import ReplayBuffer, read_shard_transitions, reward_source
 
 BEV = 8  # replay frame side in these tests (the stored frames are 32x32 constant colours)
 
@@ -111,12 +112,9 @@ def test_compressed_frames_are_smaller_and_identical(small_dataset):
 
 
 def test_rewards_recomputed_from_components(small_dataset):
-    from annotate.reward import RewardConfig, synthesize
-
-    from train.loop import reward_source
-
     labels = small_dataset.label_set("test")
-    source = reward_source(labels, from_components=True, overrides={"penalty": -3.0, "target_speed_kmh": 30.0})
+    info = labels.info()
+    source = reward_source(info, from_components=True, overrides={"penalty": -3.0, "target_speed_kmh": 30.0})
     chunk = read_shard_transitions(small_dataset, labels, "s0", BEV, reward=source)
     raw = small_dataset.read_shard("s0").to_pandas()
     lab = labels.read_shard("s0").to_pandas()
@@ -128,11 +126,11 @@ def test_rewards_recomputed_from_components(small_dataset):
     stored = read_shard_transitions(small_dataset, labels, "s0", BEV)
     assert not np.allclose(stored.rewards, chunk.rewards)
     with pytest.raises(ValueError, match="need --reward-from-components"):
-        reward_source(labels, from_components=False, overrides={"penalty": 0.0})
+        reward_source(info, from_components=False, overrides={"penalty": 0.0})
     with pytest.raises(ValueError, match="no_such_param: unknown key"):
-        reward_source(labels, from_components=True, overrides={"no_such_param": 1})
+        reward_source(info, from_components=True, overrides={"no_such_param": 1})
     with pytest.raises(ValueError, match="stability_window: expected an integer"):
-        reward_source(labels, from_components=True, overrides={"stability_window": 2.5})
-    only_collisions = reward_source(labels, from_components=True, overrides={"penalty": -3.0, "penalize": "collision"})  # as --reward gives it
+        reward_source(info, from_components=True, overrides={"stability_window": 2.5})
+    only_collisions = reward_source(info, from_components=True, overrides={"penalty": -3.0, "penalize": "collision"})  # as --reward gives it
     chunk = read_shard_transitions(small_dataset, labels, "s0", BEV, reward=only_collisions)
     assert chunk.rewards[chunk.terminals].tolist() == [-3.0]

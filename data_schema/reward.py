@@ -1,10 +1,11 @@
-"""Reward synthesis (SPEC §4, defaults from VLM-RL): pure numpy, vectorised, one call per shard or table.
+"""What a label's reward means as a function of the stored components (SPEC §4, defaults from VLM-RL).
 
 The semantic score turns the CLIP pathways into a desired speed; the reward is the product of how well the
 ego tracks that speed, stays centred, stays aligned and drives steadily, replaced by a fixed penalty on
-collision, off-road or stuck. ``train`` calls :func:`recompute` with other :class:`RewardConfig` values to
-relabel a dataset from the stored components without running any model again, so this module imports
-nothing from the rest of ``annotate``.
+collision, off-road or stuck. It is part of the dataset contract: annotate writes labels with
+:func:`synthesize`, and train recomputes rewards from the stored components under other
+:class:`RewardConfig` values (``--reward-from-components``) without running any model again.
+Pure numpy, vectorised, one call per shard or table.
 
 Units: ``speed`` and ``desired_speed`` in m/s, lateral offsets in m, heading errors in rad.
 """
@@ -16,10 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
-import pyarrow as pa
+
+from data_schema.episodes import EpisodeOrder
+
+__all__ = ["COMPONENT_COLUMNS", "PENALTY_EVENTS", "REWARD_RAW_COLUMNS", "RewardConfig", "SYNTHESIS_COLUMNS", "synthesize"]
 
 #: Raw step columns the synthesis reads.
-RAW_COLUMNS = ("episode_id", "step", "speed", "lateral_offset", "heading_error", "collision", "off_road", "stuck")
+REWARD_RAW_COLUMNS = ("episode_id", "step", "speed", "lateral_offset", "heading_error", "collision", "off_road", "stuck")
 #: Stored label columns the synthesis starts from.
 COMPONENT_COLUMNS = ("r_static", "r_dynamic")
 #: Label columns the synthesis writes.
@@ -91,20 +95,13 @@ def rolling_std(values: np.ndarray, episode_id: np.ndarray, step: np.ndarray, wi
     n = len(values)
     if n == 0:
         return np.zeros(0)
-    episode_codes = np.unique(np.asarray(episode_id), return_inverse=True)[1]
-    order = np.lexsort((np.asarray(step), episode_codes))
-    ordered = values[order]
-    codes = episode_codes[order]
-    padded = np.concatenate([np.full(window - 1, np.nan), ordered])
+    episodes = EpisodeOrder.of(episode_id, step)
+    padded = np.concatenate([np.full(window - 1, np.nan), values[episodes.order]])
     windows = np.lib.stride_tricks.sliding_window_view(padded, window).copy()
-    # Mask what lies before each row's episode start: position of the row inside its episode.
-    starts = np.r_[0, np.flatnonzero(codes[1:] != codes[:-1]) + 1]
-    run_start = np.repeat(starts, np.diff(np.r_[starts, n]))
-    position = np.arange(n) - run_start
     lag = np.arange(window - 1, -1, -1)
-    windows[lag[None, :] > position[:, None]] = np.nan
+    windows[lag[None, :] > episodes.rows_before()[:, None]] = np.nan  # what lies before the episode's start
     out = np.empty(n)
-    out[order] = np.nanstd(windows, axis=1)
+    out[episodes.order] = np.nanstd(windows, axis=1)
     return out
 
 
@@ -126,12 +123,12 @@ def synthesize(columns: Mapping[str, Any], config: RewardConfig) -> dict[str, np
     """All synthesis columns (``SYNTHESIS_COLUMNS``, float32) from components and raw columns.
 
     ``columns`` maps names to array-likes (a pandas DataFrame, a pyarrow Table or a dict of arrays) and
-    must hold ``COMPONENT_COLUMNS`` and ``RAW_COLUMNS``.
+    must hold ``COMPONENT_COLUMNS`` and ``REWARD_RAW_COLUMNS``.
     """
-    missing = [c for c in COMPONENT_COLUMNS + RAW_COLUMNS if c not in _names(columns)]
+    missing = [c for c in COMPONENT_COLUMNS + REWARD_RAW_COLUMNS if c not in _names(columns)]
     if missing:
         raise KeyError(f"reward synthesis needs column(s) {missing}")
-    arrays = {c: np.asarray(columns[c]) for c in COMPONENT_COLUMNS + RAW_COLUMNS}
+    arrays = {c: np.asarray(columns[c]) for c in COMPONENT_COLUMNS + REWARD_RAW_COLUMNS}
     sem = semantic(arrays["r_static"], arrays["r_dynamic"], config)
     desired = sem * config.target_speed
     f_speed = speed_factor(arrays["speed"], desired, config)
@@ -152,26 +149,6 @@ def synthesize(columns: Mapping[str, Any], config: RewardConfig) -> dict[str, np
         "reward": reward,
     }
     return {k: v.astype(np.float32) for k, v in out.items()}
-
-
-def recompute(joined: Any, config: RewardConfig) -> Any:
-    """``joined`` with its synthesis columns recomputed under other parameters; no model runs.
-
-    ``joined`` is what ``Dataset.join``/``iter_joined`` return (a pandas DataFrame of raw steps joined
-    with a label set) or a pyarrow Table with the same columns; the result has the same type, with
-    ``SYNTHESIS_COLUMNS`` replaced (or added) and every other column untouched.
-    """
-    values = synthesize(joined, config)
-    if isinstance(joined, pa.Table):
-        for name, array in values.items():
-            column = pa.array(array, pa.float32())
-            index = joined.schema.get_field_index(name)
-            joined = joined.set_column(index, name, column) if index >= 0 else joined.append_column(name, column)
-        return joined
-    out = joined.copy()
-    for name, array in values.items():
-        out[name] = array
-    return out
 
 
 def _names(columns: Any) -> set[str]:

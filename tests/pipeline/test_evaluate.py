@@ -9,7 +9,7 @@ import pytest
 
 from data_schema import Dataset
 
-from train.evaluate import compute_metrics, episode_table, format_table
+from pipeline.evaluate import compute_metrics, episode_table, format_table
 
 
 def _episode(eid: str, xs: list[float], speeds: list[float], completion: float, goal_distance: float, collision_at: int | None = None) -> pd.DataFrame:

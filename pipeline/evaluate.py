@@ -34,7 +34,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data_schema import Dataset
+from collect.collector import collect_episodes
+from collect.env import EnvSpec, EpisodeLimits
+from data_schema import Dataset, episode_id
+
+__all__ = ["EvalMetrics", "compute_metrics", "episode_table", "evaluate_policy", "format_table"]
 
 SUCCESS_RADIUS_M = 5.0
 #: ``distance_to_goal`` is a straight line, and a loop route passes its own goal near its start; an episode
@@ -114,14 +118,11 @@ def evaluate_policy(
     ``policy`` is ``random``, ``expert`` or a TorchScript file; episodes already in ``dataset_url`` from the
     same policy and seeds are reused, not driven again.
     """
-    from collect.collector import collect_episodes, run_shards
-    from collect.env import EnvSpec, EpisodeLimits
-
     env = EnvSpec(limits=EpisodeLimits(max_steps=max_steps))
     summary = collect_episodes(dataset_url, env, policy, episodes, seed, on_episode=on_episode)
     dataset = Dataset.open(dataset_url)
-    table = dataset.read_steps(list(METRIC_COLUMNS), shards=run_shards(dataset, summary.run_id)).to_pandas()
-    wanted = {f"{summary.run_id}-{i:06d}" for i in range(episodes)}
+    table = dataset.read_steps(list(METRIC_COLUMNS), shards=dataset.run_shards(summary.run_id)).to_pandas()
+    wanted = {episode_id(summary.run_id, i) for i in range(episodes)}
     return compute_metrics(table[table["episode_id"].isin(wanted)])
 
 

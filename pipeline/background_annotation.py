@@ -1,10 +1,10 @@
-"""Annotation of newly collected shards in the background, while the trainer keeps collecting.
+"""Annotation of newly collected shards in the background, while the online round keeps collecting.
 
 Each pass is a child process running ``pipeline annotate DATASET --label-set NAME`` with the run's annotate
-options: the same code, settings and label-set rules as a manual run, and nothing of annotate's internals
-imported here. A pass labels every raw shard that has no current label shard yet (annotate skips the rest),
-so shards written while a pass runs are picked up by the next one. Collection never waits for a pass;
-only the end of a run does, so that nothing it collected stays unlabelled.
+options: the same command, settings and label-set rules as a manual run. A pass labels every raw shard that
+has no current label shard yet (annotate skips the rest), so shards written while a pass runs are picked up
+by the next one. Collection never waits for a pass; only the end of a run does, so that nothing it
+collected stays unlabelled.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import ctypes
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
+
+__all__ = ["BackgroundAnnotation"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -39,7 +40,6 @@ class BackgroundAnnotation:
         self._process: subprocess.Popen | None = None
         self.passes = 0
         self.failures = 0
-        self.started_at = 0.0  # wall time when the current (or last) pass started
 
     @property
     def running(self) -> bool:
@@ -69,7 +69,6 @@ class BackgroundAnnotation:
                 self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
             )
         self.passes += 1
-        self.started_at = time.time()
         return True
 
     def wait(self, timeout: float | None = None) -> None:

@@ -17,11 +17,9 @@ import pyarrow.compute as pc
 import pytest
 from train_data import TINY
 
-from collect.collector import run_shards
 from data_schema import Dataset
-from train.config import TrainConfig
-from train.loop import train_online
-from train.run_dir import RunDir, RunSpec
+from pipeline.online import train_online
+from train import RunDir, RunSpec, TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +30,7 @@ ONLINE = {**TINY, "steps_per_round": 24, "max_episode_steps": 12, "updates_per_s
 
 def labelled_transitions(ds: Dataset, label_set: str) -> list[tuple[str, int]]:
     """Every transition the dataset can give with this label set, computed from the shards directly."""
-    labelled = set(ds.label_set(label_set).shards())
+    labelled = set(ds.label_set(label_set).labelled())
     keys = []
     for shard in ds.shards():
         if shard in labelled:
@@ -44,7 +42,7 @@ def labelled_transitions(ds: Dataset, label_set: str) -> list[tuple[str, int]]:
 def check_finished_run(run: RunDir, result, rounds: int) -> None:
     spec = run.spec()
     ds = Dataset.open(spec.dataset)
-    shards = run_shards(ds, spec.run_id)
+    shards = ds.run_shards(spec.run_id)
     assert shards and set(shards) <= set(ds.label_set(spec.label_set).shards())  # everything collected got labelled
     expected = labelled_transitions(ds, spec.label_set)
     got = result.buffer.keys()
@@ -66,12 +64,13 @@ def test_two_rounds_end_with_exactly_the_labelled_transitions(tmp_path):
     run.write_spec(spec)
     result = train_online(run, echo=lambda line: None)
     check_finished_run(run, result, rounds=2)
-    # rewards were recomputed by annotate.reward from the stored components with the overrides
-    from annotate.reward import RewardConfig, recompute
+    # rewards were recomputed by data_schema.reward from the stored components with the overrides
+    from data_schema.reward import RewardConfig, synthesize
 
     ds = Dataset.open(spec.dataset)
     joined = ds.join("clg", columns=["speed", "lateral_offset", "heading_error", "collision", "off_road", "stuck"])
-    expected = recompute(joined, RewardConfig(penalty=-5.0, theta_min=-0.2)).set_index(["episode_id", "step"])["reward"]
+    joined["reward"] = synthesize(joined, RewardConfig(penalty=-5.0, theta_min=-0.2))["reward"]
+    expected = joined.set_index(["episode_id", "step"])["reward"]
     wanted = [expected[(episode, step + 1)] for episode, step in result.buffer.keys()]  # reward of row t+1
     assert result.buffer.rewards() == pytest.approx(wanted, abs=1e-6)
     stored = ds.join("clg", columns=["speed"]).set_index(["episode_id", "step"])["reward"]
@@ -96,7 +95,7 @@ def test_a_run_killed_mid_round_resumes_and_finishes(tmp_path):
             state = run.state() if run.exists() else None
             if state is not None and state.round == 1:
                 ds = Dataset.open(ds_path)
-                if len(run_shards(ds, run.spec().run_id)) > state.episodes:
+                if len(ds.run_shards(run.spec().run_id)) > state.episodes:
                     break
             time.sleep(0.02)
         assert process.poll() is None, "the run ended before it could be killed mid-round"
@@ -106,7 +105,7 @@ def test_a_run_killed_mid_round_resumes_and_finishes(tmp_path):
     before = run.state()
     assert before.round == 1
     ds = Dataset.open(ds_path)
-    assert len(run_shards(ds, run.spec().run_id)) > before.episodes  # data of the killed round is on disk
+    assert len(ds.run_shards(run.spec().run_id)) > before.episodes  # data of the killed round is on disk
 
     result = train_online(run, echo=lambda line: None)  # what `pipeline train ... --resume` runs
     check_finished_run(run, result, rounds=3)

@@ -60,7 +60,7 @@ def write_dataset(root: str, shards: dict[str, list[pa.Table]], labelled: set[st
     ds = Dataset.create(root)
     labels = ds.label_set(label_set)
     if not labels.exists():
-        labels.write_spec({"hash": LABEL_HASH, "spec": {"reward": {}}})
+        labels.write_document({"name": label_set, "hash": LABEL_HASH, "spec": {"reward": {}}})
     for shard, episodes in shards.items():
         raw = pa.concat_tables(episodes)
         ds.write_episode_shard(shard, raw)

@@ -1,0 +1,104 @@
+"""Training on labelled data, readable top to bottom: the offline loop, and the pieces the online round
+(``pipeline.online``) shares with it: starting or resuming a run, filling replay, and gradient updates.
+
+Offline: ``offline_steps`` SAC updates on the dataset's labelled shards, checkpointed every
+``checkpoint_every`` updates; a killed run resumes from its last checkpoint with the same shards in replay.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from d3rlpy.algos import SAC
+from tqdm.auto import tqdm
+
+from data_schema import Dataset, DatasetError, LabelSet
+from train.agent import create_agent, load_agent, save_agent
+from train.config import TrainConfig
+from train.metrics_log import MetricsLog
+from train.replay import ReplayBuffer, RewardSource, read_shard_transitions, reward_source
+from train.run_dir import RunDir, RunState
+
+__all__ = ["RunResult", "gradient_updates", "ingest", "loss_columns", "start_run", "train_offline"]
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    """A finished (or interrupted-and-resumed) run: its state at the last checkpoint and its replay buffer."""
+
+    state: RunState
+    buffer: ReplayBuffer
+    agent: SAC
+
+
+def ingest(
+    buffer: ReplayBuffer, dataset: Dataset, labels: LabelSet, shards: Sequence[str], config: TrainConfig, reward: RewardSource
+) -> None:
+    for shard in tqdm(shards, desc="replay", unit="shard", leave=False, disable=None):
+        buffer.add(read_shard_transitions(dataset, labels, shard, config.bev_size, config.frame_codec, reward))
+
+
+def gradient_updates(agent: SAC, buffer: ReplayBuffer, n: int, batch_size: int) -> dict[str, float]:
+    """``n`` SAC updates on uniform mini-batches; the mean of each loss d3rlpy reports."""
+    totals: dict[str, float] = defaultdict(float)
+    for _ in tqdm(range(n), desc="updates", unit="update", leave=False, disable=None):
+        for key, value in agent.update(buffer.sample(batch_size)).items():
+            totals[key] += value
+    return {key: value / n for key, value in totals.items()}
+
+
+def loss_columns(losses: dict[str, float]) -> dict[str, float | None]:
+    return {key: losses.get(key) for key in ("critic_loss", "actor_loss", "temp", "temp_loss")}
+
+
+def start_run(run: RunDir) -> tuple[RunState, SAC]:
+    """The run's state and agent: fresh, or from the last checkpoint."""
+    config = run.spec().config
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    state = run.state()
+    if state is None:
+        return RunState(), create_agent(config)
+    return state, load_agent(run.latest_checkpoint(), device=config.device)
+
+
+def train_offline(run: RunDir, echo: Echo = print) -> RunResult:
+    """``offline_steps`` gradient updates on the dataset's labelled shards, checkpointed every ``checkpoint_every``."""
+    spec = run.spec()
+    config = spec.config
+    dataset = Dataset.open(spec.dataset)
+    labels = dataset.label_set(spec.label_set)
+    reward = reward_source(labels.info(), spec.reward_from_components, spec.reward_overrides)
+    state, agent = start_run(run)
+
+    shards = state.consumed or labels.labelled()
+    buffer = ReplayBuffer(config.buffer_limit, seed=config.seed + state.round)
+    ingest(buffer, dataset, labels, shards, config, reward)
+    state.consumed = list(shards)
+    if len(buffer) == 0:
+        raise DatasetError(f"{labels.path}: no labelled transitions in {dataset.url}; run `pipeline annotate` first")
+    echo(f"replay: {len(buffer)} transitions from {len(shards)} shard(s), {buffer.nbytes / len(buffer):.0f} bytes per transition")
+
+    log = MetricsLog(run.path, echo)
+    try:
+        while state.grad_steps < config.offline_steps:
+            n = min(config.checkpoint_every, config.offline_steps - state.grad_steps)
+            started = time.perf_counter()
+            losses = gradient_updates(agent, buffer, n, config.batch_size)
+            seconds = time.perf_counter() - started
+            state.grad_steps += n
+            state.round += 1
+            run.commit(state, lambda path: save_agent(agent, path))
+            log.log(state.grad_steps, {
+                "round": state.round, "grad_steps": state.grad_steps, "buffer_size": len(buffer), "updates": n,
+                **loss_columns(losses), "update_s": round(seconds, 3), "updates_per_s": round(n / seconds, 3),
+            })  # fmt: skip
+    finally:
+        log.close()
+    return RunResult(state, buffer, agent)
