@@ -28,27 +28,17 @@ DEFAULT_CONFIG_FILE = "default_config.yaml"
 
 @dataclass(frozen=True)
 class PromptsConfig:
-    """Language goals of both pathways and their weights (VLM-RL defaults).
-
-    ``r_static = alpha * sim(bev, positive) - beta * sim(bev, negative)``;
-    ``r_dynamic = gate * (alpha_dynamic * sim(img, positive_dynamic) - beta_dynamic * sim(img, vlm_text))``.
-    """
+    """Language goals of both pathways (VLM-RL defaults); their weights are reward parameters
+    (``data_schema.reward.RewardConfig``), so ``--reward-from-components`` can change them."""
 
     positive: str = "The road is clear with no car accidents"
     negative: str = "Two cars have collided with each other on the road"
     positive_dynamic: str = "The road ahead is clear with no obstacles"
-    alpha: float = 1.0
-    beta: float = 1.0
-    alpha_dynamic: float = 1.0
-    beta_dynamic: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("positive", "negative", "positive_dynamic"):
             if not getattr(self, name).strip():
                 raise ValueError(f"{name} must not be empty")
-        for name in ("alpha", "beta", "alpha_dynamic", "beta_dynamic"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

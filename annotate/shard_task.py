@@ -9,10 +9,12 @@ cached even when malformed (it is the model's answer); a transport failure (serv
 the task fails after caching the answers it did get, dask retries it, and a shard that still fails is
 reported and labelled by the next run.
 
-The dynamic term: ``r_dynamic = gate * (alpha_dynamic * sim(img, positive_dynamic) - beta_dynamic *
-sim(img, description))`` with img the camera frame, or the BEV in shards without a camera. It needs a
-description: a frame whose answer has none (VLM disabled, or an answer that stayed malformed after the
-retries) gets ``r_dynamic = 0``, like an ungated frame, rather than half a term that would reward failures.
+The task measures similarities and leaves their weighting to ``data_schema.reward.synthesize``: the static
+pathway's ``sim_pos`` / ``sim_neg`` (BEV vs the language goals) on every frame, and the dynamic pathway's
+``sim_dyn_pos`` / ``sim_dyn_desc`` (image vs ``positive_dynamic`` and vs the VLM's description; the image is
+the camera frame, or the BEV in shards without a camera) on gated frames with a description. A frame whose
+answer has none (VLM disabled, or an answer that stayed malformed after the retries) gets null there, so
+``r_dynamic = 0`` like an ungated frame, rather than half a term that would reward failures.
 """
 
 from __future__ import annotations
@@ -118,33 +120,20 @@ def annotate_shard(task: ShardTask) -> ShardStats:
 
     prompts = config.prompts
     texts = model_cache.text_embeddings(config.clip, [prompts.positive, prompts.negative, prompts.positive_dynamic])
-    bev = embeddings["bev"]
-    sim_pos = bev @ texts[0]
-    sim_neg = bev @ texts[1]
-    r_static = prompts.alpha * sim_pos - prompts.beta * sim_neg
-    r_dynamic = _dynamic(embeddings[view], texts[2], answers, described, config)
-
-    reward = synthesize(
-        {
-            "episode_id": columns.episode_id, "step": columns.step, "r_static": r_static, "r_dynamic": r_dynamic,
-            **{name: table.column(name).to_numpy() for name in REWARD_RAW_COLUMNS if name not in ("episode_id", "step")},
-        },
-        config.reward,
-    )
+    sims = {"sim_pos": embeddings["bev"] @ texts[0], "sim_neg": embeddings["bev"] @ texts[1]}
+    sims |= _dynamic_similarities(embeddings[view], texts[2], answers, described, config)
+    reward = synthesize({**sims, **{name: table.column(name) for name in REWARD_RAW_COLUMNS}}, config.reward)
     labels_table = pa.table(
         {
             "episode_id": table.column("episode_id"),
             "step": table.column("step"),
-            "sim_pos": sim_pos.astype(np.float32),
-            "sim_neg": sim_neg.astype(np.float32),
-            "r_static": r_static.astype(np.float32),
             "gate": gate,
             "gate_source": [source] * len(columns),
             "detections": pa.array(detections, LABEL_SCHEMA.field("detections").type),
             "vlm_text": [a.description if a is not None else None for a in answers],
             "vlm_json": [_answer_json(a) for a in answers],
             "vlm_ok": [a.ok if a is not None else None for a in answers],
-            "r_dynamic": r_dynamic.astype(np.float32),
+            **{name: pa.array(values, pa.float32(), from_pandas=True) for name, values in sims.items()},  # NaN -> null
             **reward,
         }
     )
@@ -285,20 +274,19 @@ def _embeddings(
     return out
 
 
-def _dynamic(
+def _dynamic_similarities(
     images: np.ndarray, positive: np.ndarray, answers: list[VlmAnswer | None], described: np.ndarray, config: AnnotateConfig
-) -> np.ndarray:
-    """The dynamic term for frames with a description; 0 elsewhere (see the module docstring)."""
-    r = np.zeros(len(answers), dtype=np.float64)
+) -> dict[str, np.ndarray]:
+    """``sim_dyn_pos`` and ``sim_dyn_desc`` for frames with a description; NaN (stored as null) elsewhere."""
+    pos = np.full(len(answers), np.nan)
+    desc = np.full(len(answers), np.nan)
     rows = np.flatnonzero(described)
-    if len(rows) == 0:
-        return r
-    texts = sorted({answers[i].description for i in rows})
-    embedded = dict(zip(texts, model_cache.static_pathway(config.clip).encode_texts(texts)))
-    p = config.prompts
-    for i in rows:
-        r[i] = p.alpha_dynamic * float(images[i] @ positive) - p.beta_dynamic * float(images[i] @ embedded[answers[i].description])
-    return r
+    if len(rows):
+        texts = sorted({answers[i].description for i in rows})
+        embedded = dict(zip(texts, model_cache.static_pathway(config.clip).encode_texts(texts)))
+        pos[rows] = images[rows] @ positive
+        desc[rows] = [float(images[i] @ embedded[answers[i].description]) for i in rows]
+    return {"sim_dyn_pos": pos, "sim_dyn_desc": desc}
 
 
 def _answer_json(answer: VlmAnswer | None) -> str | None:

@@ -1,4 +1,8 @@
-"""Arrow schemas of the on-disk dataset: raw episode steps and label rows (schema_version 1).
+"""Arrow schemas of the on-disk dataset: raw episode steps and label rows (schema_version 2).
+
+Version 2 added the dynamic pathway's similarities ``sim_dyn_pos`` / ``sim_dyn_desc`` to label rows (raw rows
+are unchanged, so version-1 raw shards read as they are; version-1 label sets carry another hash and are
+relabelled).
 
 The schemas are the contract between stages. Conventions:
 
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FORMAT_NAME = "drive-vlm-rl"
 
 #: Number of route points ahead of the ego, in the ego frame, stored per step (state vector input).
@@ -113,6 +117,9 @@ LABEL_SCHEMA = pa.schema(
         pa.field("vlm_text", pa.string(), nullable=True),
         pa.field("vlm_json", pa.string(), nullable=True),
         pa.field("vlm_ok", pa.bool_(), nullable=True),
+        # image vs positive_dynamic and vs the description; null where nothing was described
+        pa.field("sim_dyn_pos", pa.float32(), nullable=True),
+        pa.field("sim_dyn_desc", pa.float32(), nullable=True),
         pa.field("r_dynamic", pa.float32(), nullable=False),
         # synthesis
         pa.field("semantic", pa.float32(), nullable=False),

@@ -73,6 +73,8 @@ def label_table(raw: pa.Table, **columns: Any) -> pa.Table:
         "vlm_text": None,
         "vlm_json": None,
         "vlm_ok": None,
+        "sim_dyn_pos": None,
+        "sim_dyn_desc": None,
     }
     return _table(LABEL_SCHEMA, rows, {**defaults, **_known(LABEL_SCHEMA, columns)})
 

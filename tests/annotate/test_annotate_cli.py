@@ -115,7 +115,7 @@ def test_shipped_default_file_documents_exactly_the_dataclass_defaults():
 def test_override_values_are_parsed_for_the_type_of_their_key():
     from annotate.config import load_config
 
-    config = load_config(None, ["prompts.positive=yes", "gate.classes=person, bicycle", "vlm.max_image_side=null", "clip.batch_size=8", "prompts.alpha=1"])
+    config = load_config(None, ["prompts.positive=yes", "gate.classes=person, bicycle", "vlm.max_image_side=null", "clip.batch_size=8", "reward.alpha=1"])
     assert config.prompts.positive == "yes"  # free text stays text, even where YAML would read a boolean
     assert config.gate.classes == ("person", "bicycle")
-    assert config.vlm.max_image_side is None and config.clip.batch_size == 8 and config.prompts.alpha == 1.0
+    assert config.vlm.max_image_side is None and config.clip.batch_size == 8 and config.reward.alpha == 1.0

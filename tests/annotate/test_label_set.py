@@ -43,7 +43,9 @@ def test_hash_is_the_sha256_of_the_canonical_spec_and_is_stable_across_processes
     "override",
     [
         "prompts.positive=An empty street",
-        "prompts.beta_dynamic=0.5",
+        "reward.beta_dynamic=0.5",
+        "reward.pathways=[static]",
+        "reward.stability_signed=false",
         "clip.precision=bf16",
         "gate.corridor_length=30",
         "gate.critical_kinds=pedestrian",

@@ -14,14 +14,20 @@ from data_schema.reward import SYNTHESIS_COLUMNS, RewardConfig, rolling_std, syn
 TARGET = 25 / 3.6  # m/s
 
 
-def rows(**overrides):
-    """A one-episode table of n rows with neutral values, overridden column by column."""
-    n = len(next(iter(overrides.values())))
+def rows(r_static=None, r_dynamic=None, **overrides):
+    """A one-episode table of n rows with neutral values, overridden column by column. ``r_static`` and
+    ``r_dynamic`` are written as similarities that give them with unit weights (``sim_pos - sim_neg``,
+    ``sim_dyn_pos - sim_dyn_desc``; a 0 dynamic term as no description)."""
+    n = len(next(iter([v for v in (r_static, r_dynamic, *overrides.values()) if v is not None])))
+    r_static = np.asarray(r_static if r_static is not None else [-0.015] * n, float)
+    r_dynamic = np.asarray(r_dynamic if r_dynamic is not None else [0.0] * n, float)
     base = {
         "episode_id": ["e0"] * n,
         "step": list(range(n)),
-        "r_static": [-0.015] * n,
-        "r_dynamic": [0.0] * n,
+        "sim_pos": 0.2 + r_static,
+        "sim_neg": np.full(n, 0.2),
+        "sim_dyn_pos": np.where(r_dynamic != 0, 0.3 + r_dynamic, np.nan),
+        "sim_dyn_desc": np.where(r_dynamic != 0, 0.3, np.nan),
         "speed": [TARGET / 2] * n,
         "lateral_offset": [0.0] * n,
         "heading_error": [0.0] * n,
@@ -112,6 +118,37 @@ def test_other_parameters_recompute_from_the_same_stored_components():
         assert set(out) == set(SYNTHESIS_COLUMNS) and all(v.dtype == np.float32 for v in out.values())
 
 
+def test_pathway_weights_and_the_hand_built_reward_recompute_from_similarities():
+    data = rows(r_static=[-0.02, -0.02, -0.02], r_dynamic=[0.0, -0.01, 0.01], speed=[0.0] * 3)
+    out = synthesize(data, RewardConfig())
+    np.testing.assert_allclose(out["r_static"], [-0.02] * 3, atol=1e-6)
+    np.testing.assert_allclose(out["r_dynamic"], [0.0, -0.01, 0.01], atol=1e-6)  # 0 where nothing was described
+    np.testing.assert_allclose(out["semantic"], [1 / 3, 0.0, 2 / 3], atol=1e-5)
+    heavier = synthesize(data, RewardConfig(alpha_dynamic=2.0, beta_dynamic=2.0))
+    np.testing.assert_allclose(heavier["r_dynamic"], [0.0, -0.02, 0.02], atol=1e-6)
+    static_only = synthesize(data, RewardConfig(pathways=("static",)))
+    np.testing.assert_allclose(static_only["semantic"], [1 / 3] * 3, atol=1e-5)
+    hand_built = synthesize(data, RewardConfig(pathways=()))
+    np.testing.assert_allclose(hand_built["desired_speed"], [TARGET] * 3, atol=1e-5)  # semantics play no part
+    # the dynamic similarities come back from Parquet as nulls where nothing was described
+    table = pa.table({k: pa.array(v, from_pandas=True) for k, v in data.items()})
+    assert table.column("sim_dyn_pos").null_count == 1
+    np.testing.assert_allclose(synthesize(table, RewardConfig())["reward"], out["reward"], atol=1e-6)
+
+
+def test_vlm_rl_penalises_speeding_and_leaving_the_lane_centre_and_measures_unsigned_spread():
+    data = rows(speed=[30 / 3.6, 36 / 3.6, 5.0, 5.0], lateral_offset=[0.0, 0.0, 3.2, -0.5])
+    ours = synthesize(data, RewardConfig())
+    vlm_rl = RewardConfig(penalize=("collision", "off_road", "stuck", "speeding", "off_center"), stability_signed=False)
+    theirs = synthesize(data, vlm_rl)
+    assert ours["penalty"].tolist() == [0.0] * 4
+    assert theirs["penalty"].tolist() == [0.0, -10.0, -10.0, 0.0]
+    weaving = rows(lateral_offset=[0.3, -0.3])
+    # signed: std([.3, -.3]) = .3; unsigned: std([.3, .3]) = 0
+    assert synthesize(weaving, RewardConfig())["f_stability"][1] == pytest.approx(1 - 0.3 / 0.4, abs=1e-5)
+    assert synthesize(weaving, vlm_rl)["f_stability"][1] == pytest.approx(1.0)
+
+
 def test_missing_columns_are_named():
     data = rows(speed=[1.0])
     del data["heading_error"]
@@ -127,6 +164,10 @@ def test_missing_columns_are_named():
         ({"penalty": 5.0}, "penalty"),
         ({"stability_window": 0}, "stability_window"),
         ({"penalize": ("crash",)}, "crash"),
+        ({"pathways": ("static", "static")}, "pathways"),
+        ({"pathways": ("clip",)}, "pathways"),
+        ({"alpha_dynamic": -1.0}, "alpha_dynamic"),
+        ({"max_speed_kmh": 0.0}, "max_speed_kmh"),
     ],
 )
 def test_invalid_parameters_are_rejected_with_the_field_name(kwargs, message):

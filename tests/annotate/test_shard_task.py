@@ -16,7 +16,7 @@ from annotate.shard_task import ShardTask, annotate_shard
 from annotate_fixtures import fast_config, make_dataset
 from data_schema import Dataset, decode_image
 
-NEW_PROMPTS = ("prompts.positive=An empty road in good weather", "prompts.negative=A pedestrian is hit by a car", "prompts.alpha=0.5")
+NEW_PROMPTS = ("prompts.positive=An empty road in good weather", "prompts.negative=A pedestrian is hit by a car", "reward.alpha=0.5")
 
 
 def run_all(dataset: Dataset, name: str, config, force: bool = False):
@@ -56,7 +56,10 @@ def test_labels_match_an_independent_computation(cold):
         assert got["gate"] == expected_gate and any(expected_gate) and not all(expected_gate)
         assert set(got["gate_source"]) == {"scene"} and got["detections"] == [[]] * raw.num_rows
         assert got["vlm_ok"] == [None] * raw.num_rows and got["r_dynamic"] == [0.0] * raw.num_rows
-        reward = synthesize({**raw.to_pydict(), "r_static": np.asarray(got["r_static"]), "r_dynamic": np.zeros(raw.num_rows)}, config.reward)
+        assert got["sim_dyn_pos"] == got["sim_dyn_desc"] == [None] * raw.num_rows  # no VLM: nothing described
+        nothing = np.full(raw.num_rows, np.nan)
+        sims = {"sim_pos": np.asarray(got["sim_pos"]), "sim_neg": np.asarray(got["sim_neg"]), "sim_dyn_pos": nothing, "sim_dyn_desc": nothing}
+        reward = synthesize({**raw.to_pydict(), **sims}, config.reward)
         for name, values in reward.items():
             np.testing.assert_allclose(got[name], values, atol=1e-6, err_msg=name)
     assert [s.images_encoded for s in stats] == [12, 12] and sum(s.gate_quality.fn for s in stats) == 0

@@ -80,6 +80,9 @@ def test_gated_frames_get_vlm_answers_windows_padded_at_the_episode_start_and_th
     expected_dynamic = np.where(gated, images @ texts[0] - images @ texts[1], 0.0)
     np.testing.assert_allclose(got.column("r_dynamic").to_numpy(), expected_dynamic, atol=1e-5)
     assert np.count_nonzero(got.column("r_dynamic").to_numpy()) == 3
+    # the similarities are stored, so --reward-from-components can reweigh the dynamic term
+    np.testing.assert_allclose(got.column("sim_dyn_pos").to_numpy(zero_copy_only=False)[1:4], (images @ texts[0])[1:4], atol=1e-5)
+    assert got.column("sim_dyn_desc").to_pylist()[0] is None and got.column("sim_dyn_desc").null_count == 3
 
 
 def test_new_prompts_reuse_the_vlm_answers(early_hazard, tiny_qwen3_vl_answering):

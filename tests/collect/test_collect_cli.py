@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from collect.collector import plan_shards
-from data_schema import Dataset
+from data_schema import SCHEMA_VERSION, Dataset
 from pipeline.commands.collect import collect, info
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ def test_collect_writes_resumes_and_info_reports(tmp_path) -> None:
     shown = run(info, url)
     assert shown.exit_code == 0, shown.output
     assert "episodes        5" in shown.output and f"steps           {steps}" in shown.output
-    assert "shards          3" in shown.output and "schema version  1" in shown.output
+    assert "shards          3" in shown.output and f"schema version  {SCHEMA_VERSION}" in shown.output
     assert "label sets      none" in shown.output
     as_json = json.loads(run(info, url, "--json").output)
     assert as_json["episodes"] == 5 and as_json["steps"] == steps and as_json["bytes"] > 0

@@ -16,6 +16,7 @@ import pytest
 from data_schema import (
     RAW_STEP_SCHEMA,
     ROUTE_AHEAD_POINTS,
+    SCHEMA_VERSION,
     Dataset,
     DatasetError,
     SchemaError,
@@ -73,7 +74,7 @@ def test_round_trip_preserves_every_column(tmp_path):
     assert back.to_pylist() == original.to_pylist()
     ds.write_episode_shard("inferred", pa.table(original.to_pydict()))  # plain Python types are cast on write
     assert ds.read_shard("inferred").to_pylist() == original.to_pylist()
-    assert pq.read_schema(ds.shard_path("shard")).metadata[META_SCHEMA_VERSION] == b"1"
+    assert pq.read_schema(ds.shard_path("shard")).metadata[META_SCHEMA_VERSION] == str(SCHEMA_VERSION).encode()
 
 
 def test_listing_counts_and_column_selection(dataset):
@@ -86,7 +87,7 @@ def test_listing_counts_and_column_selection(dataset):
     assert steps.num_rows == 12
     assert "bev" not in dataset.read_steps().column_names
     info = dataset.info()
-    assert (info["episodes"], info["steps"], info["shards"], info["schema_version"]) == (3, 12, 2, 1)
+    assert (info["episodes"], info["steps"], info["shards"], info["schema_version"]) == (3, 12, 2, SCHEMA_VERSION)
 
 
 def test_an_empty_dataset_lists_episodes_with_the_same_columns(dataset, tmp_path):
@@ -133,15 +134,22 @@ def test_garbage_shard_gives_clear_error(dataset):
 
 def test_newer_schema_version_and_missing_column_are_named(dataset):
     table = dataset.read_shard("s1")
-    newer = table.replace_schema_metadata({META_SCHEMA_VERSION: b"2", b"drive_vlm_rl.kind": b"episodes"})
+    newer = table.replace_schema_metadata({META_SCHEMA_VERSION: str(SCHEMA_VERSION + 1).encode(), b"drive_vlm_rl.kind": b"episodes"})
     pq.write_table(newer, dataset.shard_path("s1"))
-    with pytest.raises(SchemaError, match="schema_version 2, newer than 1"):
+    with pytest.raises(SchemaError, match=f"schema_version {SCHEMA_VERSION + 1}, newer than {SCHEMA_VERSION}"):
         dataset.read_shard("s1")
 
     stripped = table.drop_columns(["heading_error"])
     pq.write_table(stripped, dataset.shard_path("s1"))
     with pytest.raises(SchemaError, match=r"s1\.parquet, column 'heading_error'"):
         dataset.read_shard("s1")
+
+
+def test_raw_shards_of_schema_version_1_still_read(dataset):
+    """Version 2 changed only label rows: raw shards written by version 1 stay readable."""
+    table = dataset.read_shard("s1")
+    pq.write_table(table.replace_schema_metadata({META_SCHEMA_VERSION: b"1", b"drive_vlm_rl.kind": b"episodes"}), dataset.shard_path("s1"))
+    assert dataset.read_shard("s1").equals(table)
 
 
 def test_unknown_column_request_is_named(dataset):

@@ -118,7 +118,7 @@ def test_rewards_recomputed_from_components(small_dataset):
     chunk = read_shard_transitions(small_dataset, labels, "s0", BEV, reward=source)
     raw = small_dataset.read_shard("s0").to_pandas()
     lab = labels.read_shard("s0").to_pandas()
-    expected = synthesize({**{c: raw[c] for c in raw.columns}, **{c: lab[c] for c in ("r_static", "r_dynamic")}},
+    expected = synthesize({**{c: raw[c] for c in raw.columns}, **{c: lab[c] for c in ("sim_pos", "sim_neg", "sim_dyn_pos", "sim_dyn_desc")}},
                           RewardConfig(penalty=-3.0, target_speed_kmh=30.0))["reward"]  # fmt: skip
     dst = chunk.src + 1
     assert chunk.rewards == pytest.approx(expected[dst])
