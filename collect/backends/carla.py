@@ -22,7 +22,6 @@ from collect.backends.carla_map import (
     RoadNetwork,
     RouteNotFound,
     carla_steer,
-    crossed_segment,
     pose_from_carla,
     stop_line,
     transform,
@@ -30,6 +29,7 @@ from collect.backends.carla_map import (
 )
 from collect.route import Route
 from collect.scene import Agent, Pose, Scene, TrafficLight
+from collect.stop_lines import ran_red_light
 
 _LIGHT_STATES = {carla.TrafficLightState.Red: "r", carla.TrafficLightState.Yellow: "y", carla.TrafficLightState.Green: "g"}
 _BICYCLES = ("crossbike", "century", "omafiets", "bicycle", "bike")
@@ -208,7 +208,7 @@ class CarlaBackend:
         self._start = Pose(0.0, 0.0, 0.0)
         self._progress = 0.0
         self._controls = Controls()
-        self._prev_xy: np.ndarray | None = None
+        self._prev_pose: Pose | None = None
         self._t0 = 0.0
         self._closed = False
 
@@ -239,7 +239,7 @@ class CarlaBackend:
         ]
         self._controls = Controls()
         self._progress = 0.0
-        self._prev_xy = None
+        self._prev_pose = None
         frame = self.world.tick()
         self._t0 = self.world.get_snapshot().timestamp.elapsed_seconds
         return self._observe(frame)
@@ -430,25 +430,21 @@ class CarlaBackend:
         box = self._ego.bounding_box
         ego_agent = agent_from_state("vehicle", self._ego.get_transform(), box, self._ego.get_velocity())
         pose = Pose(ego_agent.x, ego_agent.y, ego_agent.yaw)
-        xy = np.array([pose.x, pose.y])
         state = route_state(self._route, pose, hint=self._progress)
         self._progress = state.progress
-        lights, red = [], False
+        lights = []
         for tl, lines in self._lights:
             code = _LIGHT_STATES.get(tl.get_state())
-            if code is None:
-                continue
-            for line in lines:
-                if np.hypot(*(line.mean(axis=0) - xy)) <= self.config.scene_radius_m:
-                    lights.append(TrafficLight(line, code))
-                if code == "r" and self._prev_xy is not None and crossed_segment(self._prev_xy, xy, line):
-                    red = True
-        self._prev_xy = xy
+            if code is not None:
+                lights.extend(TrafficLight(line, code) for line in lines)
+        red = self._prev_pose is not None and ran_red_light(self._prev_pose, pose, ego_agent.length, lights)
+        self._prev_pose = pose
+        near = [light for light in lights if math.hypot(*(light.stop_line.mean(axis=0) - (pose.x, pose.y))) <= self.config.scene_radius_m]
         camera = self._camera_frame(frame)  # waiting for the frame's image lets its other sensor data arrive too
         collision, collision_with = self._collision()
         scene = Scene(
             map=self.geometry, ego=pose, ego_length=ego_agent.length, ego_width=ego_agent.width,
-            agents=self._agents(pose), traffic_lights=tuple(lights), route=self._route.remaining(state.progress),
+            agents=self._agents(pose), traffic_lights=tuple(near), route=self._route.remaining(state.progress),
         )
         events = Events(collision=collision, collision_with=collision_with, off_road=not self.network.on_road(pose), red_light=red)
         elapsed = self.world.get_snapshot().timestamp.elapsed_seconds - self._t0

@@ -21,6 +21,7 @@ import numpy as np
 
 from collect.route import Route, wrap_angle
 from collect.scene import Lane, MapGeometry, Pose
+from collect.stop_lines import stop_line_across
 
 LaneKey = tuple[int, int, int]  # (road_id, section_id, lane_id): one lane of one road section
 
@@ -186,24 +187,7 @@ def crosswalk_polygons(cmap: carla.Map) -> tuple[np.ndarray, ...]:
 def stop_line(wp: carla.Waypoint) -> np.ndarray:
     """The stop line ``(2, 2)`` across the lane at a traffic light's stop waypoint."""
     pose = pose_from_transform(wp.transform)
-    half = wp.lane_width / 2
-    normal = np.array([-math.sin(pose.yaw), math.cos(pose.yaw)]) * half
-    centre = np.array([pose.x, pose.y])
-    return np.stack([centre + normal, centre - normal])
-
-
-def crossed_segment(p0: np.ndarray, p1: np.ndarray, line: np.ndarray) -> bool:
-    """Whether the move ``p0 -> p1`` crosses the segment ``line`` (2, 2).
-
-    Ending exactly on the line counts as crossing it; starting on it does not, so a crossing counts once."""
-
-    def side(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
-        return float((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
-
-    a, b = np.asarray(line[0], float), np.asarray(line[1], float)
-    p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
-    before, after = side(a, b, p0), side(a, b, p1)
-    return before != 0 and before * after <= 0 and side(p0, p1, a) * side(p0, p1, b) <= 0
+    return stop_line_across(pose.x, pose.y, pose.yaw, wp.lane_width)
 
 
 # -- the road network: geometry, routing, metrics ------------------------------------------------------------

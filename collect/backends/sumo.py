@@ -16,9 +16,10 @@ import numpy as np
 from libsumo import constants as tc
 
 from collect.backend import Controls, Events, Observation, RouteState
-from collect.backends.sumo_map import SumoNet, StopLine, load_net, sumo_angle_to_yaw, yaw_to_sumo_angle
+from collect.backends.sumo_map import SumoNet, load_net, sumo_angle_to_yaw, yaw_to_sumo_angle
 from collect.route import Route
 from collect.scene import Agent, Pose, Scene, TrafficLight
+from collect.stop_lines import ran_red_light
 from collect.vehicle import VehicleParams, VehicleState
 from collect.vehicle import step as vehicle_step
 
@@ -102,13 +103,6 @@ def boxes_overlap(a: np.ndarray, b: np.ndarray) -> bool:
             if pa.max() < pb.min() or pb.max() < pa.min():
                 return False
     return True
-
-
-def _segments_cross(p0: np.ndarray, p1: np.ndarray, q0: np.ndarray, q1: np.ndarray) -> bool:
-    def orient(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
-        return float((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
-
-    return orient(p0, p1, q0) * orient(p0, p1, q1) <= 0 and orient(q0, q1, p0) * orient(q0, q1, p1) <= 0
 
 
 _active: "SumoBackend | None" = None  # the backend whose episode the process's one libsumo instance holds
@@ -349,14 +343,18 @@ class SumoBackend:
             libsumo.person.moveToXY(pid, "", x, y, angle, 2)
         libsumo.simulationStep()
         agents = self._agents()
+        lights = self._traffic_lights()
         kind = self._collision(agents)
+        after = self._ego
         events = Events(
             collision=kind is not None,
             collision_with=kind,
-            off_road=not self.net.on_road(self._ego.x, self._ego.y),
-            red_light=self._ran_red_light(before, self._ego),
+            off_road=not self.net.on_road(after.x, after.y),
+            red_light=ran_red_light(
+                Pose(before.x, before.y, before.yaw), Pose(after.x, after.y, after.yaw), self.config.vehicle.length, lights
+            ),
         )
-        return self._observe(events, agents)
+        return self._observe(events, agents, lights)
 
     def _agents(self) -> tuple[Agent, ...]:
         """Agents within ``agent_radius`` of the ego (ids kept in ``_agent_ids``, same order)."""
@@ -403,35 +401,24 @@ class SumoBackend:
                 return a.kind
         return None
 
-    def _light_state(self, states: dict[str, str], stop: StopLine) -> str:
-        link = stop.links.get(self._route_next.get(stop.edge, ""), stop.default_link)
-        return _LIGHT.get(states[stop.tl][link], "r")
-
-    def _ran_red_light(self, before: VehicleState, after: VehicleState) -> bool:
-        """Whether the ego's front crossed a stop line, heading along its lane, while the light was red."""
-        half = self.config.vehicle.length / 2
-        p0 = np.array([before.x + math.cos(before.yaw) * half, before.y + math.sin(before.yaw) * half])
-        p1 = np.array([after.x + math.cos(after.yaw) * half, after.y + math.sin(after.yaw) * half])
-        if np.allclose(p0, p1):
-            return False
-        states = None
+    def _traffic_lights(self) -> tuple[TrafficLight, ...]:
+        """Every stop line with the state of the signal the ego would drive through (its route's next edge)."""
+        states = {tl: libsumo.trafficlight.getRedYellowGreenState(tl) for tl in self._tls}
+        lights = []
         for stop in self.net.stop_lines:
-            if np.dot(p1 - p0, stop.direction) <= 0 or not _segments_cross(p0, p1, stop.line[0], stop.line[1]):
-                continue
-            states = states or {tl: libsumo.trafficlight.getRedYellowGreenState(tl) for tl in self._tls}
-            if self._light_state(states, stop) == "r":
-                return True
-        return False
+            link = stop.links.get(self._route_next.get(stop.edge, ""), stop.default_link)
+            lights.append(TrafficLight(stop_line=stop.line, state=_LIGHT.get(states[stop.tl][link], "r")))
+        return tuple(lights)
 
-    def _observe(self, events: Events, agents: tuple[Agent, ...] | None = None) -> Observation:
+    def _observe(self, events: Events, agents: tuple[Agent, ...] | None = None, lights: tuple[TrafficLight, ...] | None = None) -> Observation:
         if agents is None:
             agents = self._agents()
+        if lights is None:
+            lights = self._traffic_lights()
         e, vp, route = self._ego, self.config.vehicle, self._ego_route.route
         pose = Pose(e.x, e.y, e.yaw)
         proj = route.project(pose, hint=self._progress)
         self._progress = proj.progress
-        states = {tl: libsumo.trafficlight.getRedYellowGreenState(tl) for tl in self._tls}
-        lights = tuple(TrafficLight(stop_line=s.line, state=self._light_state(states, s)) for s in self.net.stop_lines)
         scene = Scene(
             map=self.net.geometry, ego=pose, ego_length=vp.length, ego_width=vp.width,
             agents=agents, traffic_lights=lights, route=route.remaining(proj.progress),

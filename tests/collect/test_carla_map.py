@@ -12,6 +12,7 @@ carla = pytest.importorskip("carla")
 
 from collect.backends import carla_map as cm  # noqa: E402
 from collect.scene import Pose  # noqa: E402
+from collect.stop_lines import crossed_stop_line  # noqa: E402
 from collect.town.build_town import NET, XODR  # noqa: E402
 
 # one straight 200 m road, two driving lanes in the same direction, broken marking between them
@@ -212,11 +213,11 @@ def test_stop_line_spans_the_lane_and_crossing_detects_passing_it(town: cm.RoadN
     assert line.mean(axis=0) == pytest.approx([80.0, -1.75], abs=1e-3)
     assert np.linalg.norm(line[1] - line[0]) == pytest.approx(3.5)
     assert line[:, 0] == pytest.approx([80.0, 80.0])  # across an eastbound lane
-    assert cm.crossed_segment(np.array([79.5, -1.5]), np.array([80.5, -1.6]), line)
-    assert not cm.crossed_segment(np.array([78.0, -1.5]), np.array([79.9, -1.6]), line)
-    assert not cm.crossed_segment(np.array([79.5, 3.0]), np.array([80.5, 3.0]), line)  # the other lane
+    assert crossed_stop_line(np.array([79.5, -1.5]), np.array([80.5, -1.6]), line)
+    assert not crossed_stop_line(np.array([78.0, -1.5]), np.array([79.9, -1.6]), line)
+    assert not crossed_stop_line(np.array([79.5, 3.0]), np.array([80.5, 3.0]), line)  # the other lane
     # landing exactly on the line is the crossing; leaving it again is not a second one
     on_line = np.array([80.0, -1.75])
-    assert cm.crossed_segment(np.array([79.5, -1.75]), on_line, line)
-    assert not cm.crossed_segment(on_line, np.array([80.5, -1.75]), line)
-    assert not cm.crossed_segment(on_line, on_line, line)
+    assert crossed_stop_line(np.array([79.5, -1.75]), on_line, line)
+    assert not crossed_stop_line(on_line, np.array([80.5, -1.75]), line)
+    assert not crossed_stop_line(on_line, on_line, line)
