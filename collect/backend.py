@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
+from collect.route import RouteState
 from collect.scene import Scene
 
 
@@ -33,16 +34,6 @@ class Events:
     collision_with: str | None = None  # agent kind, or "static"
     off_road: bool = False
     red_light: bool = False  # crossed a stop line on red
-
-
-@dataclass(frozen=True)
-class RouteState:
-    progress: float
-    completion: float
-    distance_to_goal: float
-    lateral_offset: float
-    heading_error: float
-    ahead: np.ndarray  # (ROUTE_AHEAD_POINTS, 2) ego frame
 
 
 @dataclass(frozen=True)

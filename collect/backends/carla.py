@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import carla
 import numpy as np
 
-from collect.backend import Controls, Events, Observation, RouteState
+from collect.backend import Controls, Events, Observation
 from collect.backends.carla_map import (
     RoadNetwork,
     RouteNotFound,
@@ -27,7 +27,7 @@ from collect.backends.carla_map import (
     transform,
     xy_from_location,
 )
-from collect.route import Route
+from collect.route import Route, route_state
 from collect.scene import Agent, Pose, Scene, TrafficLight
 from collect.stop_lines import ran_red_light
 
@@ -131,20 +131,6 @@ def rgb_from_bgra(raw: bytes | memoryview, width: int, height: int) -> np.ndarra
     if bgra.size != width * height * 4:
         raise ValueError(f"camera image has {bgra.size} bytes, expected {width} x {height} x 4")
     return np.ascontiguousarray(bgra.reshape(height, width, 4)[:, :, 2::-1])
-
-
-def route_state(route: Route, pose: Pose, hint: float | None) -> RouteState:
-    """Route metrics measured against the route, as every backend reports them."""
-    proj = route.project(pose, hint=hint)
-    goal = route.goal
-    return RouteState(
-        progress=proj.progress,
-        completion=min(proj.progress / route.length, 1.0),
-        distance_to_goal=float(math.hypot(goal[0] - pose.x, goal[1] - pose.y)),
-        lateral_offset=proj.lateral_offset,
-        heading_error=proj.heading_error,
-        ahead=route.ahead(pose, proj.progress),
-    )
 
 
 # -- the live backend -----------------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ import libsumo
 import numpy as np
 from libsumo import constants as tc
 
-from collect.backend import Controls, Events, Observation, RouteState
+from collect.backend import Controls, Events, Observation
 from collect.backends.sumo_map import SumoNet, load_net, sumo_angle_to_yaw, yaw_to_sumo_angle
-from collect.route import Route
+from collect.route import Route, route_state
 from collect.scene import Agent, Pose, Scene, TrafficLight
 from collect.stop_lines import ran_red_light
 from collect.vehicle import VehicleParams, VehicleState
@@ -417,23 +417,15 @@ class SumoBackend:
             lights = self._traffic_lights()
         e, vp, route = self._ego, self.config.vehicle, self._ego_route.route
         pose = Pose(e.x, e.y, e.yaw)
-        proj = route.project(pose, hint=self._progress)
-        self._progress = proj.progress
+        state = route_state(route, pose, hint=self._progress)
+        self._progress = state.progress
         scene = Scene(
             map=self.net.geometry, ego=pose, ego_length=vp.length, ego_width=vp.width,
-            agents=agents, traffic_lights=lights, route=route.remaining(proj.progress),
-        )
-        route_state = RouteState(
-            progress=proj.progress,
-            completion=min(proj.progress / route.length, 1.0),
-            distance_to_goal=float(np.hypot(*(route.goal - (e.x, e.y)))),
-            lateral_offset=proj.lateral_offset,
-            heading_error=proj.heading_error,
-            ahead=route.ahead(pose, proj.progress),
+            agents=agents, traffic_lights=lights, route=route.remaining(state.progress),
         )
         return Observation(
             t=libsumo.simulation.getTime(), speed=e.speed, controls=self._controls,
-            route=route_state, scene=scene, events=events, camera=None,
+            route=state, scene=scene, events=events, camera=None,
         )
 
     def close(self) -> None:

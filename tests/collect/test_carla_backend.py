@@ -18,10 +18,7 @@ from collect.backends.carla import (  # noqa: E402
     agent_from_state,
     agent_kind,
     rgb_from_bgra,
-    route_state,
 )
-from collect.route import Route  # noqa: E402
-from collect.scene import Pose  # noqa: E402
 
 
 def _unused_port() -> int:
@@ -106,14 +103,3 @@ def test_rgb_from_bgra() -> None:
     assert rgb[1, 2].tolist() == [0, 0, 200]
     with pytest.raises(ValueError, match="expected 4 x 2 x 4"):
         rgb_from_bgra(bgra.tobytes(), width=4, height=2)
-
-
-def test_route_state_against_the_route() -> None:
-    route = Route(np.array([[0.0, 0.0], [100.0, 0.0]]))
-    state = route_state(route, Pose(25.0, 0.5, 0.1), hint=None)
-    assert state.progress == pytest.approx(25.0)
-    assert state.completion == pytest.approx(0.25)
-    assert state.distance_to_goal == pytest.approx(math.hypot(75.0, 0.5))
-    assert state.lateral_offset == pytest.approx(0.5)  # left of the route is positive
-    assert state.heading_error == pytest.approx(0.1)
-    assert state.ahead.shape == (8, 2) and state.ahead[0, 0] > 0  # points ahead are in front of the ego
