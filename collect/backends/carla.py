@@ -367,7 +367,7 @@ class CarlaBackend:
     def step(self, action: np.ndarray) -> Observation:
         if self._ego is None:
             raise RuntimeError("CarlaBackend.step called before reset")
-        self._controls = Controls.from_action(np.asarray(action, dtype=np.float64))
+        self._controls = Controls.from_action(action)
         self._ego.apply_control(
             carla.VehicleControl(throttle=self._controls.throttle, steer=carla_steer(self._controls.steer), brake=self._controls.brake)
         )

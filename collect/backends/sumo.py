@@ -332,9 +332,6 @@ class SumoBackend:
 
     def step(self, action: np.ndarray) -> Observation:
         self._check_active()
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (2,) or not np.all(np.isfinite(action)):
-            raise ValueError(f"action must be 2 finite numbers [steer, throttle/brake], got {action!r}")
         self._controls = Controls.from_action(action)
         before = self._ego
         self._ego = vehicle_step(self.config.vehicle, before, self._controls, self.dt)

@@ -110,6 +110,15 @@ def test_running_a_red_light_is_an_event_and_the_stop_line_is_in_the_scene(serve
     backend.close()
 
 
+def test_step_rejects_malformed_actions(server: type[Client]) -> None:
+    backend = CarlaBackend(stand_in_config(vehicles=0, walkers=0))
+    backend.reset(seed=1)
+    for action in ([np.nan, 0.0], [0.0, np.inf], [0.0, 2.0], [0.0, 0.0, 0.0]):
+        with pytest.raises(ValueError, match="action must be 2 finite numbers"):
+            backend.step(np.array(action))
+    backend.close()
+
+
 def test_step_before_reset_is_an_error(server: type[Client]) -> None:
     backend = CarlaBackend(stand_in_config())
     with pytest.raises(RuntimeError, match="before reset"):
