@@ -194,15 +194,6 @@ def stop_line(wp: carla.Waypoint) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class LaneMetrics:
-    """The ego against the nearest driving lane's centre."""
-
-    lateral_offset: float  # m, left positive
-    heading_error: float  # rad, ego yaw minus lane heading
-    on_road: bool  # the ego's reference point lies on a driving lane
-
-
-@dataclass(frozen=True)
 class RoadNetworkConfig:
     resolution_m: float = 1.0  # spacing of lane-centre points
     lane_change_length_m: float = 10.0  # distance travelled while moving one lane over
@@ -305,16 +296,6 @@ class RoadNetwork:
             return key, self.lanes[key].project(x, y)[0]
         best = min(self.lanes.values(), key=lambda seg: seg.project(x, y)[1])
         return best.key, best.project(x, y)[0]
-
-    def lane_metrics(self, pose: Pose) -> LaneMetrics:
-        """Offset and heading error against the centre of the nearest driving lane, and whether on the road."""
-        loc = location(pose.x, pose.y)
-        on_road = self.map.get_waypoint(loc, project_to_road=False, lane_type=carla.LaneType.Driving) is not None
-        wp = self.map.get_waypoint(loc, project_to_road=True, lane_type=carla.LaneType.Driving)
-        centre = pose_from_transform(wp.transform)
-        dx, dy = pose.x - centre.x, pose.y - centre.y
-        offset = math.cos(centre.yaw) * dy - math.sin(centre.yaw) * dx
-        return LaneMetrics(float(offset), float(wrap_angle(pose.yaw - centre.yaw)), on_road)
 
     def on_road(self, pose: Pose) -> bool:
         loc = location(pose.x, pose.y)

@@ -11,6 +11,7 @@ import pytest
 carla = pytest.importorskip("carla")
 
 from collect.backends import carla_map as cm  # noqa: E402
+from collect.route import route_state  # noqa: E402
 from collect.scene import Pose  # noqa: E402
 from collect.stop_lines import crossed_stop_line  # noqa: E402
 from collect.town.build_town import NET, XODR  # noqa: E402
@@ -187,22 +188,24 @@ def test_sampled_routes_are_deterministic_and_within_bounds(town: cm.RoadNetwork
     [(45.0, -1.75, 0.0), (45.0, 1.75, math.pi), (1.75, 45.0, math.pi / 2), (-1.75, 45.0, -math.pi / 2)],
     ids=["east", "west", "north", "south"],
 )
-def test_lane_metrics_signs(town: cm.RoadNetwork, x: float, y: float, heading: float) -> None:
-    left = np.array([-math.sin(heading), math.cos(heading)])
-    centre = town.lane_metrics(Pose(x, y, heading))
+def test_route_metrics_signs(town: cm.RoadNetwork, x: float, y: float, heading: float) -> None:
+    """The metrics of a planned route, as the live backend reports them: an independent check of the y flip."""
+    forward, left = np.array([math.cos(heading), math.sin(heading)]), np.array([-math.sin(heading), math.cos(heading)])
+    route = town.plan(tuple(np.array([x, y]) - 10.0 * forward), tuple(np.array([x, y]) + 10.0 * forward))
+    centre = route_state(route, Pose(x, y, heading), hint=None)
     assert centre.lateral_offset == pytest.approx(0.0, abs=1e-3)
     assert centre.heading_error == pytest.approx(0.0, abs=1e-3)
-    assert centre.on_road
-    shifted = town.lane_metrics(Pose(x + 0.8 * left[0], y + 0.8 * left[1], heading))
+    assert town.on_road(Pose(x, y, heading))
+    shifted = route_state(route, Pose(x + 0.8 * left[0], y + 0.8 * left[1], heading), hint=None)
     assert shifted.lateral_offset == pytest.approx(0.8, abs=1e-3)
-    shifted = town.lane_metrics(Pose(x - 0.6 * left[0], y - 0.6 * left[1], heading))
+    shifted = route_state(route, Pose(x - 0.6 * left[0], y - 0.6 * left[1], heading), hint=None)
     assert shifted.lateral_offset == pytest.approx(-0.6, abs=1e-3)
-    turned = town.lane_metrics(Pose(x, y, heading + 0.2))
+    turned = route_state(route, Pose(x, y, heading + 0.2), hint=None)
     assert turned.heading_error == pytest.approx(0.2, abs=1e-3)
 
 
 def test_off_road_in_a_block_and_on_a_sidewalk(town: cm.RoadNetwork) -> None:
-    assert not town.lane_metrics(Pose(45.0, 45.0, 0.0)).on_road  # the middle of a block
+    assert not town.on_road(Pose(45.0, 45.0, 0.0))  # the middle of a block
     assert not town.on_road(Pose(45.0, -4.5, 0.0))  # the sidewalk beside the eastbound lane
     assert town.on_road(Pose(45.0, -3.0, 0.0))  # still on the lane, near its edge
 
