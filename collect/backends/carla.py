@@ -2,8 +2,9 @@
 
 The server owns physics, Traffic Manager vehicles and AI pedestrians; this module spawns them, drives the ego
 with ``VehicleControl`` from the policy's action, and turns each tick into the backend-neutral
-``Observation`` (route metrics, scene for the BEV, front camera, events). Map geometry, routing and the
-coordinate conversion come from ``collect.backends.carla_map``, which runs (and is tested) without a server.
+``Observation`` (route metrics, scene for the BEV, front camera, events). Map geometry and routing come from
+``collect.backends.carla_map``, conversions of CARLA's data from ``carla_convert``; both run (and are tested)
+without a server.
 
 Start a server first, e.g. ``./CarlaUE4.sh -RenderOffScreen -carla-rpc-port=2000``.
 """
@@ -18,21 +19,13 @@ import carla
 import numpy as np
 
 from collect.backend import Controls, Events, Observation
-from collect.backends.carla_map import (
-    RoadNetwork,
-    RouteNotFound,
-    carla_steer,
-    pose_from_carla,
-    stop_line,
-    transform,
-    xy_from_location,
-)
+from collect.backends.carla_convert import agent_from_state, agent_kind, carla_steer, rgb_from_bgra, transform, xy_from_location
+from collect.backends.carla_map import RoadNetwork, RouteNotFound, stop_line
 from collect.route import Route, route_state
 from collect.scene import Agent, Pose, Scene, TrafficLight
 from collect.stop_lines import ran_red_light
 
 _LIGHT_STATES = {carla.TrafficLightState.Red: "r", carla.TrafficLightState.Yellow: "y", carla.TrafficLightState.Green: "g"}
-_BICYCLES = ("crossbike", "century", "omafiets", "bicycle", "bike")
 _CAMERA_MOUNT = carla.Transform(carla.Location(x=1.5, z=2.0))  # bonnet height, looking ahead
 
 
@@ -88,49 +81,6 @@ class CarlaConfig:
     @property
     def camera(self) -> bool:
         return self.camera_width > 0 and self.camera_height > 0
-
-
-# -- conversions of CARLA data, usable without a server ------------------------------------------------------
-
-
-def agent_kind(type_id: str, attributes: dict[str, str]) -> str:
-    """Our agent kind for a CARLA actor; anything that is neither a vehicle nor a walker is ``static``."""
-    if type_id.startswith("walker.pedestrian"):
-        return "pedestrian"
-    if not type_id.startswith("vehicle."):
-        return "static"
-    base = attributes.get("base_type", "").lower()
-    if base in ("bicycle", "bike"):
-        return "cyclist"
-    if base == "motorcycle":
-        return "motorcycle"
-    if base:
-        return "vehicle"
-    if attributes.get("number_of_wheels") == "2":  # servers older than base_type
-        return "cyclist" if any(name in type_id for name in _BICYCLES) else "motorcycle"
-    return "vehicle"
-
-
-def agent_from_state(kind: str, tf: carla.Transform, box: carla.BoundingBox, velocity: carla.Vector3D) -> Agent:
-    """An agent at the centre of its bounding box footprint (the reference point every backend uses)."""
-    # the box offset rotated by the actor's yaw, in CARLA's frame (Transform.transform would modify its argument)
-    yaw = math.radians(tf.rotation.yaw)
-    bx, by = box.location.x, box.location.y
-    cx = tf.location.x + bx * math.cos(yaw) - by * math.sin(yaw)
-    cy = tf.location.y + bx * math.sin(yaw) + by * math.cos(yaw)
-    pose = pose_from_carla(cx, cy, tf.rotation.yaw)
-    return Agent(
-        kind=kind, x=pose.x, y=pose.y, yaw=pose.yaw, speed=math.hypot(velocity.x, velocity.y),
-        length=2.0 * box.extent.x, width=2.0 * box.extent.y,
-    )
-
-
-def rgb_from_bgra(raw: bytes | memoryview, width: int, height: int) -> np.ndarray:
-    """A CARLA camera image (BGRA bytes) as an HxWx3 uint8 RGB array."""
-    bgra = np.frombuffer(raw, dtype=np.uint8)
-    if bgra.size != width * height * 4:
-        raise ValueError(f"camera image has {bgra.size} bytes, expected {width} x {height} x 4")
-    return np.ascontiguousarray(bgra.reshape(height, width, 4)[:, :, 2::-1])
 
 
 # -- the live backend -----------------------------------------------------------------------------------------

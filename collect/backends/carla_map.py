@@ -1,11 +1,9 @@
-"""CARLA map geometry that needs no server: coordinate conversion, BEV geometry, route planning, lane metrics.
+"""CARLA map geometry that needs no server: BEV geometry, route planning, where a pose lies on the road.
 
 Everything here runs on a ``carla.Map``, which the wheel builds offline from OpenDRIVE text
 (``carla.Map(name, xodr_text)``); the live backend hands it ``world.get_map()``. The ``agents`` route planner is
-not in the wheel, so routing is a small Dijkstra over the lane graph of ``Map.get_topology()``.
-
-CARLA's world frame is left-handed (x forward, y right, yaw clockwise in degrees seen from above). Ours is
-right-handed (y left, yaw counter-clockwise in radians). The conversion lives in this module only.
+not in the wheel, so routing is a small Dijkstra over the lane graph of ``Map.get_topology()``. Coordinates are
+converted to ours by ``collect.backends.carla_convert``.
 """
 
 from __future__ import annotations
@@ -19,47 +17,12 @@ from dataclasses import dataclass
 import carla
 import numpy as np
 
-from collect.route import Route, wrap_angle
+from collect.backends.carla_convert import location, pose_from_transform, xy_from_location
+from collect.route import Route
 from collect.scene import Lane, MapGeometry, Pose
 from collect.stop_lines import stop_line_across
 
 LaneKey = tuple[int, int, int]  # (road_id, section_id, lane_id): one lane of one road section
-
-
-# -- coordinate conversion: the one place where y and yaw change sign ---------------------------------------
-
-
-def pose_from_carla(x: float, y: float, yaw_deg: float) -> Pose:
-    """A CARLA position and yaw (degrees, clockwise) as a world pose (metres, radians counter-clockwise)."""
-    return Pose(float(x), -float(y), float(wrap_angle(-math.radians(yaw_deg))))
-
-
-def carla_from_pose(pose: Pose) -> tuple[float, float, float]:
-    """The inverse of ``pose_from_carla``: CARLA ``(x, y, yaw_deg)``."""
-    return pose.x, -pose.y, -math.degrees(pose.yaw)
-
-
-def pose_from_transform(transform: carla.Transform) -> Pose:
-    return pose_from_carla(transform.location.x, transform.location.y, transform.rotation.yaw)
-
-
-def xy_from_location(location: carla.Location) -> tuple[float, float]:
-    return float(location.x), -float(location.y)
-
-
-def location(x: float, y: float, z: float = 0.0) -> carla.Location:
-    """A world point as a ``carla.Location``."""
-    return carla.Location(x=float(x), y=-float(y), z=float(z))
-
-
-def transform(pose: Pose, z: float = 0.0) -> carla.Transform:
-    cx, cy, yaw = carla_from_pose(pose)
-    return carla.Transform(carla.Location(x=cx, y=cy, z=float(z)), carla.Rotation(yaw=yaw))
-
-
-def carla_steer(steer: float) -> float:
-    """Our steer (positive turns left, counter-clockwise) as CARLA's (positive turns right)."""
-    return -float(steer)
 
 
 # -- lanes, sidewalks, crosswalks ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 
 import collect.backends.carla as carla_backend
 from collect.backends.carla import CarlaConfig
-from collect.backends.carla_map import location
+from collect.backends.carla_convert import location
 from collect.town.build_town import XODR
 
 TOWN = carla.Map("town", XODR.read_text())

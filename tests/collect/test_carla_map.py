@@ -11,6 +11,7 @@ import pytest
 carla = pytest.importorskip("carla")
 
 from collect.backends import carla_map as cm  # noqa: E402
+from collect.backends.carla_convert import location  # noqa: E402
 from collect.route import route_state  # noqa: E402
 from collect.scene import Pose  # noqa: E402
 from collect.stop_lines import crossed_stop_line  # noqa: E402
@@ -63,29 +64,6 @@ def _sumo_lanes(pedestrian: bool) -> list[tuple[np.ndarray, float]]:
                 shape = np.array([[float(v) for v in p.split(",")] for p in lane.get("shape").split()])
                 lanes.append((shape, float(lane.get("width"))))
     return lanes
-
-
-# -- conversion ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("yaw", [0.0, 0.3, math.pi / 2, -2.5, math.pi - 1e-3])
-def test_pose_conversion_round_trips(yaw: float) -> None:
-    pose = Pose(12.5, -7.25, yaw)
-    back = cm.pose_from_transform(cm.transform(pose, z=1.0))
-    assert (back.x, back.y) == pytest.approx((pose.x, pose.y), abs=1e-4)
-    assert math.cos(back.yaw - yaw) == pytest.approx(1.0, abs=1e-9)
-    cx, cy, cyaw = cm.carla_from_pose(pose)
-    again = cm.pose_from_carla(cx, cy, cyaw)
-    assert (again.x, again.y, math.cos(again.yaw - yaw)) == pytest.approx((pose.x, pose.y, 1.0))
-
-
-def test_conversion_flips_y_and_turns_yaw_the_other_way() -> None:
-    # CARLA is left-handed: +y is to the right of +x, yaw grows clockwise seen from above
-    loc = cm.location(3.0, 4.0)
-    assert (loc.x, loc.y) == (3.0, -4.0)
-    pose = cm.pose_from_carla(0.0, 0.0, 90.0)  # facing CARLA +y, i.e. our -y
-    assert pose.yaw == pytest.approx(-math.pi / 2)
-    assert cm.carla_steer(0.4) == -0.4  # ours turns left when positive, CARLA's turns right
 
 
 def test_carla_lanes_coincide_with_the_sumo_net_they_were_exported_from(town: cm.RoadNetwork) -> None:
@@ -211,7 +189,7 @@ def test_off_road_in_a_block_and_on_a_sidewalk(town: cm.RoadNetwork) -> None:
 
 
 def test_stop_line_spans_the_lane_and_crossing_detects_passing_it(town: cm.RoadNetwork) -> None:
-    wp = town.map.get_waypoint(cm.location(80.0, -1.75))
+    wp = town.map.get_waypoint(location(80.0, -1.75))
     line = cm.stop_line(wp)
     assert line.mean(axis=0) == pytest.approx([80.0, -1.75], abs=1e-3)
     assert np.linalg.norm(line[1] - line[0]) == pytest.approx(3.5)

@@ -14,7 +14,7 @@ carla = pytest.importorskip("carla")
 
 from carla_stand_in import TOWN, Actor, Blueprint, Client, TrafficLight, server, stand_in_config  # noqa: E402, F401
 from collect.backends.carla import CarlaBackend  # noqa: E402
-from collect.backends.carla_map import location, pose_from_transform  # noqa: E402
+from collect.backends.carla_convert import location, pose_from_transform  # noqa: E402
 
 
 # -- the session ---------------------------------------------------------------------------------------------------
