@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 import queue
-from dataclasses import dataclass
 
 import carla
 import numpy as np
 
 from collect.backend import Controls, Events, Observation
+from collect.backends.config import CarlaConfig, CarlaUnavailable
 from collect.backends.carla_convert import agent_from_state, agent_kind, carla_steer, rgb_from_bgra, transform, xy_from_location
 from collect.backends.carla_map import RoadNetwork, RouteNotFound, stop_line
 from collect.route import Route, route_state
@@ -27,63 +27,6 @@ from collect.stop_lines import ran_red_light
 
 _LIGHT_STATES = {carla.TrafficLightState.Red: "r", carla.TrafficLightState.Yellow: "y", carla.TrafficLightState.Green: "g"}
 _CAMERA_MOUNT = carla.Transform(carla.Location(x=1.5, z=2.0))  # bonnet height, looking ahead
-
-
-class CarlaUnavailable(RuntimeError):
-    """No CARLA server answered, or it answered with something unusable."""
-
-
-@dataclass(frozen=True)
-class CarlaConfig:
-    """Connection, world and sensor settings. ``dt`` is the fixed simulation step of synchronous mode."""
-
-    host: str = "127.0.0.1"
-    port: int = 2000
-    timeout_s: float = 10.0
-    town: str = "Town02"
-    dt: float = 0.05
-    vehicles: int = 30  # Traffic Manager vehicles
-    walkers: int = 20  # AI-controlled pedestrians
-    walker_cross_fraction: float = 0.1  # share of pedestrians that cross roads anywhere, not only at crossings
-    tm_port: int = 8000
-    camera_width: int = 640
-    camera_height: int = 360
-    camera_fov: float = 90.0
-    seed: int = 0  # added to every episode seed, so two collectors on one server can be told apart
-    ego_blueprint: str = "vehicle.tesla.model3"
-    scene_radius_m: float = 60.0  # agents farther from the ego are left out of the scene
-    route_min_m: float = 150.0
-    route_max_m: float = 400.0
-
-    def __post_init__(self) -> None:
-        if not self.host:
-            raise ValueError("CarlaConfig.host must not be empty")
-        for name in ("port", "tm_port"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and 0 < value < 65536):
-                raise ValueError(f"CarlaConfig.{name} must be a TCP port in 1..65535, got {value!r}")
-        if self.port == self.tm_port or self.tm_port == self.port + 1:
-            raise ValueError(f"CarlaConfig.tm_port {self.tm_port} collides with the server's ports {self.port} and {self.port + 1}")
-        for name in ("timeout_s", "dt", "camera_fov", "scene_radius_m", "route_min_m"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"CarlaConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        if self.dt > 0.1:
-            raise ValueError(f"CarlaConfig.dt must be <= 0.1 s for stable CARLA physics, got {self.dt}")
-        for name in ("vehicles", "walkers", "camera_width", "camera_height"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 0):
-                raise ValueError(f"CarlaConfig.{name} must be an int >= 0, got {value!r}")
-        if not 0.0 <= self.walker_cross_fraction <= 1.0:
-            raise ValueError(f"CarlaConfig.walker_cross_fraction must be in [0, 1], got {self.walker_cross_fraction}")
-        if not self.route_max_m > self.route_min_m:
-            raise ValueError(f"CarlaConfig.route_max_m ({self.route_max_m}) must exceed route_min_m ({self.route_min_m})")
-
-    @property
-    def camera(self) -> bool:
-        return self.camera_width > 0 and self.camera_height > 0
-
-
-# -- the live backend -----------------------------------------------------------------------------------------
 
 
 def connect(config: CarlaConfig) -> carla.Client:

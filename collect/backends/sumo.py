@@ -8,73 +8,26 @@ the same actions give the same observations.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import libsumo
 import numpy as np
 from libsumo import constants as tc
 
 from collect.backend import Controls, Events, Observation
+from collect.backends.config import DEFAULT_NET, SumoConfig
 from collect.backends.sumo_map import SumoNet, load_net, sumo_angle_to_yaw, yaw_to_sumo_angle
 from collect.route import Route, route_state
 from collect.scene import Agent, Pose, Scene, TrafficLight
 from collect.stop_lines import ran_red_light
-from collect.vehicle import VehicleParams, VehicleState
+from collect.vehicle import VehicleState
 from collect.vehicle import step as vehicle_step
 
-DEFAULT_NET = Path(__file__).resolve().parent.parent / "town" / "town.net.xml"
 EGO = "ego"
 _VARS = [tc.VAR_POSITION, tc.VAR_ANGLE, tc.VAR_SPEED, tc.VAR_TYPE]
 _KIND_BY_CLASS = {"bicycle": "cyclist", "motorcycle": "motorcycle", "moped": "motorcycle", "pedestrian": "pedestrian"}
 _SUMO_TOLERANCE = 0.25  # m, how far apart two footprints may be for a SUMO collision report to count
 _LIGHT = {"G": "g", "g": "g", "y": "y", "Y": "y", "o": "g", "O": "g"}  # anything else (r, R, u, s) is red
-
-
-@dataclass(frozen=True)
-class SumoConfig:
-    """Options of the SUMO backend. ``cars``, ``motorcycles``, ``cyclists`` and ``pedestrians`` are counts of
-    background agents present from the start of every episode (they travel long routes, so counts stay steady)."""
-
-    net_file: Path = DEFAULT_NET
-    dt: float = 0.1
-    cars: int = 20
-    motorcycles: int = 2
-    cyclists: int = 4
-    pedestrians: int = 30
-    crossing_fraction: float = 0.5  # share of pedestrians sent across a street of the ego's route
-    # SUMO's willingness of pedestrians to cross an unprioritised crossing while a car approaches that could
-    # still brake. Above 0 it also keeps them from waiting forever for the ego: SUMO treats the teleported
-    # ego as approaching the crossing even when it stands still, and without impatience both sides wait.
-    pedestrian_impatience: float = 0.5
-    route_min_m: float = 150.0
-    route_max_m: float = 450.0
-    min_turns: int = 1
-    agent_radius: float = 60.0  # agents farther from the ego than this are left out of the scene
-    vehicle: VehicleParams = field(default_factory=VehicleParams)
-    sumo_options: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "net_file", Path(self.net_file))
-        if not self.net_file.is_file():
-            raise ValueError(f"SumoConfig.net_file: no such file {self.net_file}")
-        if not 0.0 < self.dt <= 1.0:
-            raise ValueError(f"SumoConfig.dt must be in (0, 1] s, got {self.dt}")
-        for name in ("cars", "motorcycles", "cyclists", "pedestrians", "min_turns"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"SumoConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("crossing_fraction", "pedestrian_impatience"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"SumoConfig.{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 20.0 <= self.route_min_m <= self.route_max_m:
-            raise ValueError(
-                f"SumoConfig.route_min_m/route_max_m must satisfy 20 <= min <= max, got {self.route_min_m}, {self.route_max_m}"
-            )
-        if self.agent_radius <= 0:
-            raise ValueError(f"SumoConfig.agent_radius must be > 0, got {self.agent_radius}")
-        if isinstance(self.sumo_options, str) or not all(isinstance(o, str) for o in self.sumo_options):
-            raise ValueError("SumoConfig.sumo_options must be a sequence of strings (command-line tokens)")
-        object.__setattr__(self, "sumo_options", tuple(self.sumo_options))
 
 
 @dataclass(frozen=True)
