@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
+from collect.route import RouteState
 from collect.scene import Scene
 
 
@@ -20,8 +21,19 @@ class Controls:
 
     @classmethod
     def from_action(cls, action: np.ndarray) -> "Controls":
-        """Action ``[steer, throttle (>0) / brake (<0)]`` in [-1, 1] as controls."""
-        steer, accel = (float(np.clip(a, -1.0, 1.0)) for a in action)
+        """Action ``[steer, throttle (>0) / brake (<0)]``, both in [-1, 1], as controls.
+
+        Anything else is refused, not clipped: a policy that emits NaN or overshoots has a bug, and clipping
+        would hide it in plausible rows (policies clip themselves where overshooting is legitimate).
+        """
+        try:
+            values = np.asarray(action, dtype=np.float64).reshape(-1)
+            valid = values.shape == (2,) and bool(np.all(np.abs(values) <= 1.0))  # NaN compares false
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise ValueError(f"action must be 2 finite numbers [steer, throttle/brake] in [-1, 1], got {action!r}")
+        steer, accel = float(values[0]), float(values[1])
         return cls(steer=steer, throttle=max(accel, 0.0), brake=max(-accel, 0.0))
 
 
@@ -33,16 +45,6 @@ class Events:
     collision_with: str | None = None  # agent kind, or "static"
     off_road: bool = False
     red_light: bool = False  # crossed a stop line on red
-
-
-@dataclass(frozen=True)
-class RouteState:
-    progress: float
-    completion: float
-    distance_to_goal: float
-    lateral_offset: float
-    heading_error: float
-    ahead: np.ndarray  # (ROUTE_AHEAD_POINTS, 2) ego frame
 
 
 @dataclass(frozen=True)

@@ -193,10 +193,6 @@ class BevRasteriser:
             ]
         )
 
-    def to_pixels(self, scene: Scene, points: np.ndarray) -> np.ndarray:
-        """World points ``(N, 2)`` as frame pixel coordinates ``(N, 2)`` (column, row)."""
-        return self._apply(self.frame_affine(scene), points)
-
     def render(self, scene: Scene) -> np.ndarray:
         """The scene as an HxWx3 uint8 RGB frame: map, route, stop lines, agents (VRUs on top), ego."""
         config, palette = self.config, self.config.palette

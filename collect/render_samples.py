@@ -22,9 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image, ImageDraw
 
-from collect.backend import Backend
-from collect.bev import BevConfig, BevRasteriser
+from collect.env import DrivingEnv, EnvSpec
 from collect.policies.base import Policy
+from collect.policies.expert import ExpertPolicy
+from collect.rollout import drive
 from data_schema import Dataset, DatasetError, decode_image
 
 
@@ -107,28 +108,18 @@ def samples_from_dataset(
     return samples
 
 
-def samples_from_backend(
-    backend: Backend, policy: Policy, seed: int, steps: int, count: int, near_m: float = 15.0, config: BevConfig | None = None
-) -> list[Sample]:
-    """Drive ``policy`` for up to ``steps`` steps (new episodes when one ends) and keep ``count`` rendered frames."""
-    rasteriser = BevRasteriser(config)
+def samples_from_env(env: DrivingEnv, policy: Policy, seed: int, steps: int, count: int, near_m: float = 15.0) -> list[Sample]:
+    """Drive ``policy`` for ``steps`` frames (episodes ``seed``, ``seed + 1``, ... as each ends) and keep ``count``."""
     frames: list[tuple[str, int, float, np.ndarray]] = []
-    episode = 0
-    obs = backend.reset(seed)
-    policy.reset(seed)
-    step = 0
-    for _ in range(steps):
-        bev = rasteriser.render(obs.scene)
-        ego = obs.scene.ego
-        peds = [math.hypot(a.x - ego.x, a.y - ego.y) for a in obs.scene.agents if a.kind == "pedestrian"]
-        frames.append((f"live-{backend.name}-s{seed + episode}", step, min(peds, default=math.inf), bev))
-        obs = backend.step(policy.act(obs, bev))
-        step += 1
-        if obs.events.collision or obs.events.off_road or obs.route.completion >= 1.0:
-            episode += 1
-            step = 0
-            obs = backend.reset(seed + episode)
-            policy.reset(seed + episode)
+    episode = seed
+    while len(frames) < steps:
+        for current, _ in drive(env, policy, episode):
+            scene = current.obs.scene
+            peds = [math.hypot(a.x - scene.ego.x, a.y - scene.ego.y) for a in scene.agents if a.kind == "pedestrian"]
+            frames.append((f"live-{env.backend.name}-s{episode}", current.step, min(peds, default=math.inf), current.bev))
+            if len(frames) == steps:
+                break
+        episode += 1
     chosen = pick_frames(np.array([f[2] for f in frames]), near_m, count)
     return [Sample(*frames[i]) for i in chosen]
 
@@ -196,14 +187,11 @@ def main(source: str, out_dir: Path, live: bool, episodes: tuple[str, ...], max_
     if live:
         if source != "sumo":
             raise click.BadParameter(f"live sampling drives the embedded SUMO backend only, got {source!r}", param_hint="SOURCE")
-        from collect.backends.sumo import SumoBackend, SumoConfig
-        from collect.policies.expert import ExpertPolicy
-
-        backend = SumoBackend(SumoConfig())
+        env = EnvSpec(sim="sumo").build()
         try:
-            samples = samples_from_backend(backend, ExpertPolicy(), seed, steps, per_episode, near_m)
+            samples = samples_from_env(env, ExpertPolicy(), seed, steps, per_episode, near_m)
         finally:
-            backend.close()
+            env.close()
     else:
         try:
             samples = samples_from_dataset(Dataset.open(source), episodes, max_episodes, per_episode, near_m)

@@ -10,11 +10,12 @@ it owes and the same episode is the same episode wherever it is collected.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import pyarrow as pa
 
-from collect.env import DrivingEnv
+from collect.env import DrivingEnv, EnvStep
 from collect.episode_rows import EpisodeRows, StepFlags
 from collect.policies.base import Policy
 from data_schema import Dataset, episode_id, new_shard_name
@@ -39,19 +40,27 @@ class ShardSummary:
         return sum(e.steps for e in self.episodes)
 
 
-def run_episode(env: DrivingEnv, policy: Policy, episode_id: str, seed: int) -> tuple[pa.Table, str]:
-    """Drive one episode from ``env.reset(seed)`` to its end; return its rows and why it ended."""
+def drive(env: DrivingEnv, policy: Policy, seed: int) -> Iterator[tuple[EnvStep, np.ndarray | None]]:
+    """One episode from ``env.reset(seed)`` to its end: each step with the policy's action from it, and the
+    final step (``done``) with None. The one episode loop: what ends an episode is the env's rule alone."""
     policy.reset(seed)
     current = env.reset(seed)
-    rows = EpisodeRows(episode_id, seed, policy.name, env.backend.name, env.backend.map_name)
-    while True:
+    while not current.done:
         action = policy.act(current.obs, current.bev)
-        rows.add(current.obs, current.bev, action)
+        yield current, action
         current = env.step(action)
-        if current.done:
-            flags = StepFlags(stuck=current.stuck, terminated=current.terminated, truncated=current.truncated, is_last=True)
-            rows.add(current.obs, current.bev, None, flags)
-            return rows.table(), current.outcome
+    yield current, None
+
+
+def run_episode(env: DrivingEnv, policy: Policy, episode_id: str, seed: int) -> tuple[pa.Table, str]:
+    """Drive one episode from ``env.reset(seed)`` to its end; return its rows and why it ended."""
+    rows = EpisodeRows(episode_id, seed, policy.name, env.backend.name, env.backend.map_name)
+    for current, action in drive(env, policy, seed):
+        if action is not None:
+            rows.add(current.obs, current.bev, action)
+    flags = StepFlags(stuck=current.stuck, terminated=current.terminated, truncated=current.truncated, is_last=True)
+    rows.add(current.obs, current.bev, None, flags)
+    return rows.table(), current.outcome
 
 
 class RolloutWriter:

@@ -6,6 +6,7 @@ against whatever lane the ego happens to be on, so that SUMO and CARLA report th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,18 @@ def to_ego_frame(points: np.ndarray, pose: Pose) -> np.ndarray:
     c, s = np.cos(pose.yaw), np.sin(pose.yaw)
     d = np.asarray(points, dtype=np.float64) - (pose.x, pose.y)
     return np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]], axis=1)
+
+
+@dataclass(frozen=True)
+class RouteState:
+    """The ego measured against its route, as every backend reports it."""
+
+    progress: float  # arc length of the closest route point (m)
+    completion: float  # progress over route length, 0..1
+    distance_to_goal: float  # straight-line distance to the route's end (m)
+    lateral_offset: float  # signed distance from the route, left positive (m)
+    heading_error: float  # ego yaw minus route heading, wrapped (rad)
+    ahead: np.ndarray  # (ROUTE_AHEAD_POINTS, 2) route points ahead, ego frame
 
 
 @dataclass(frozen=True)
@@ -94,3 +107,17 @@ class Route:
         """The polyline from ``progress`` to the end (for drawing)."""
         i = int(np.searchsorted(self._s, progress, side="right"))
         return np.concatenate([self.point_at(progress)[None], self.points[i:]], axis=0)
+
+
+def route_state(route: Route, pose: Pose, hint: float | None) -> RouteState:
+    """The ego at ``pose`` measured against ``route``; ``hint`` is the last progress (see ``Route.project``)."""
+    proj = route.project(pose, hint=hint)
+    goal = route.goal
+    return RouteState(
+        progress=proj.progress,
+        completion=min(proj.progress / route.length, 1.0),
+        distance_to_goal=float(math.hypot(goal[0] - pose.x, goal[1] - pose.y)),
+        lateral_offset=proj.lateral_offset,
+        heading_error=proj.heading_error,
+        ahead=route.ahead(pose, proj.progress),
+    )

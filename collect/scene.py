@@ -58,7 +58,11 @@ class MapGeometry:
 
 @dataclass(frozen=True)
 class TrafficLight:
-    """A stop line ``(2, 2)`` and its current state: ``r``, ``y`` or ``g``."""
+    """A stop line ``(2, 2)`` and its current state: ``r``, ``y`` or ``g``.
+
+    The line runs from the lane's left edge to its right edge, seen driving along the lane
+    (``collect.stop_lines.stop_line_across``): that order says which way traffic crosses it.
+    """
 
     stop_line: np.ndarray
     state: str

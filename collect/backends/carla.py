@@ -2,8 +2,9 @@
 
 The server owns physics, Traffic Manager vehicles and AI pedestrians; this module spawns them, drives the ego
 with ``VehicleControl`` from the policy's action, and turns each tick into the backend-neutral
-``Observation`` (route metrics, scene for the BEV, front camera, events). Map geometry, routing and the
-coordinate conversion come from ``collect.backends.carla_map``, which runs (and is tested) without a server.
+``Observation`` (route metrics, scene for the BEV, front camera, events). Map geometry and routing come from
+``collect.backends.carla_map``, conversions of CARLA's data from ``carla_convert``; both run (and are tested)
+without a server.
 
 Start a server first, e.g. ``./CarlaUE4.sh -RenderOffScreen -carla-rpc-port=2000``.
 """
@@ -12,142 +13,20 @@ from __future__ import annotations
 
 import math
 import queue
-from dataclasses import dataclass
 
 import carla
 import numpy as np
 
-from collect.backend import Controls, Events, Observation, RouteState
-from collect.backends.carla_map import (
-    RoadNetwork,
-    RouteNotFound,
-    carla_steer,
-    crossed_segment,
-    pose_from_carla,
-    stop_line,
-    transform,
-    xy_from_location,
-)
-from collect.route import Route
+from collect.backend import Controls, Events, Observation
+from collect.backends.config import CarlaConfig, CarlaUnavailable
+from collect.backends.carla_convert import agent_from_state, agent_kind, carla_steer, rgb_from_bgra, transform, xy_from_location
+from collect.backends.carla_map import RoadNetwork, RouteNotFound, stop_line
+from collect.route import Route, route_state
 from collect.scene import Agent, Pose, Scene, TrafficLight
+from collect.stop_lines import ran_red_light
 
 _LIGHT_STATES = {carla.TrafficLightState.Red: "r", carla.TrafficLightState.Yellow: "y", carla.TrafficLightState.Green: "g"}
-_BICYCLES = ("crossbike", "century", "omafiets", "bicycle", "bike")
 _CAMERA_MOUNT = carla.Transform(carla.Location(x=1.5, z=2.0))  # bonnet height, looking ahead
-
-
-class CarlaUnavailable(RuntimeError):
-    """No CARLA server answered, or it answered with something unusable."""
-
-
-@dataclass(frozen=True)
-class CarlaConfig:
-    """Connection, world and sensor settings. ``dt`` is the fixed simulation step of synchronous mode."""
-
-    host: str = "127.0.0.1"
-    port: int = 2000
-    timeout_s: float = 10.0
-    town: str = "Town02"
-    dt: float = 0.05
-    vehicles: int = 30  # Traffic Manager vehicles
-    walkers: int = 20  # AI-controlled pedestrians
-    walker_cross_fraction: float = 0.1  # share of pedestrians that cross roads anywhere, not only at crossings
-    tm_port: int = 8000
-    camera_width: int = 640
-    camera_height: int = 360
-    camera_fov: float = 90.0
-    seed: int = 0  # added to every episode seed, so two collectors on one server can be told apart
-    ego_blueprint: str = "vehicle.tesla.model3"
-    scene_radius_m: float = 60.0  # agents farther from the ego are left out of the scene
-    route_min_m: float = 150.0
-    route_max_m: float = 400.0
-
-    def __post_init__(self) -> None:
-        if not self.host:
-            raise ValueError("CarlaConfig.host must not be empty")
-        for name in ("port", "tm_port"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and 0 < value < 65536):
-                raise ValueError(f"CarlaConfig.{name} must be a TCP port in 1..65535, got {value!r}")
-        if self.port == self.tm_port or self.tm_port == self.port + 1:
-            raise ValueError(f"CarlaConfig.tm_port {self.tm_port} collides with the server's ports {self.port} and {self.port + 1}")
-        for name in ("timeout_s", "dt", "camera_fov", "scene_radius_m", "route_min_m"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"CarlaConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        if self.dt > 0.1:
-            raise ValueError(f"CarlaConfig.dt must be <= 0.1 s for stable CARLA physics, got {self.dt}")
-        for name in ("vehicles", "walkers", "camera_width", "camera_height"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 0):
-                raise ValueError(f"CarlaConfig.{name} must be an int >= 0, got {value!r}")
-        if not 0.0 <= self.walker_cross_fraction <= 1.0:
-            raise ValueError(f"CarlaConfig.walker_cross_fraction must be in [0, 1], got {self.walker_cross_fraction}")
-        if not self.route_max_m > self.route_min_m:
-            raise ValueError(f"CarlaConfig.route_max_m ({self.route_max_m}) must exceed route_min_m ({self.route_min_m})")
-
-    @property
-    def camera(self) -> bool:
-        return self.camera_width > 0 and self.camera_height > 0
-
-
-# -- conversions of CARLA data, usable without a server ------------------------------------------------------
-
-
-def agent_kind(type_id: str, attributes: dict[str, str]) -> str:
-    """Our agent kind for a CARLA actor; anything that is neither a vehicle nor a walker is ``static``."""
-    if type_id.startswith("walker.pedestrian"):
-        return "pedestrian"
-    if not type_id.startswith("vehicle."):
-        return "static"
-    base = attributes.get("base_type", "").lower()
-    if base in ("bicycle", "bike"):
-        return "cyclist"
-    if base == "motorcycle":
-        return "motorcycle"
-    if base:
-        return "vehicle"
-    if attributes.get("number_of_wheels") == "2":  # servers older than base_type
-        return "cyclist" if any(name in type_id for name in _BICYCLES) else "motorcycle"
-    return "vehicle"
-
-
-def agent_from_state(kind: str, tf: carla.Transform, box: carla.BoundingBox, velocity: carla.Vector3D) -> Agent:
-    """An agent at the centre of its bounding box footprint (the reference point every backend uses)."""
-    # the box offset rotated by the actor's yaw, in CARLA's frame (Transform.transform would modify its argument)
-    yaw = math.radians(tf.rotation.yaw)
-    bx, by = box.location.x, box.location.y
-    cx = tf.location.x + bx * math.cos(yaw) - by * math.sin(yaw)
-    cy = tf.location.y + bx * math.sin(yaw) + by * math.cos(yaw)
-    pose = pose_from_carla(cx, cy, tf.rotation.yaw)
-    return Agent(
-        kind=kind, x=pose.x, y=pose.y, yaw=pose.yaw, speed=math.hypot(velocity.x, velocity.y),
-        length=2.0 * box.extent.x, width=2.0 * box.extent.y,
-    )
-
-
-def rgb_from_bgra(raw: bytes | memoryview, width: int, height: int) -> np.ndarray:
-    """A CARLA camera image (BGRA bytes) as an HxWx3 uint8 RGB array."""
-    bgra = np.frombuffer(raw, dtype=np.uint8)
-    if bgra.size != width * height * 4:
-        raise ValueError(f"camera image has {bgra.size} bytes, expected {width} x {height} x 4")
-    return np.ascontiguousarray(bgra.reshape(height, width, 4)[:, :, 2::-1])
-
-
-def route_state(route: Route, pose: Pose, hint: float | None) -> RouteState:
-    """Route metrics measured against the route, as every backend reports them."""
-    proj = route.project(pose, hint=hint)
-    goal = route.goal
-    return RouteState(
-        progress=proj.progress,
-        completion=min(proj.progress / route.length, 1.0),
-        distance_to_goal=float(math.hypot(goal[0] - pose.x, goal[1] - pose.y)),
-        lateral_offset=proj.lateral_offset,
-        heading_error=proj.heading_error,
-        ahead=route.ahead(pose, proj.progress),
-    )
-
-
-# -- the live backend -----------------------------------------------------------------------------------------
 
 
 def connect(config: CarlaConfig) -> carla.Client:
@@ -208,7 +87,7 @@ class CarlaBackend:
         self._start = Pose(0.0, 0.0, 0.0)
         self._progress = 0.0
         self._controls = Controls()
-        self._prev_xy: np.ndarray | None = None
+        self._prev_pose: Pose | None = None
         self._t0 = 0.0
         self._closed = False
 
@@ -239,7 +118,7 @@ class CarlaBackend:
         ]
         self._controls = Controls()
         self._progress = 0.0
-        self._prev_xy = None
+        self._prev_pose = None
         frame = self.world.tick()
         self._t0 = self.world.get_snapshot().timestamp.elapsed_seconds
         return self._observe(frame)
@@ -381,7 +260,7 @@ class CarlaBackend:
     def step(self, action: np.ndarray) -> Observation:
         if self._ego is None:
             raise RuntimeError("CarlaBackend.step called before reset")
-        self._controls = Controls.from_action(np.asarray(action, dtype=np.float64))
+        self._controls = Controls.from_action(action)
         self._ego.apply_control(
             carla.VehicleControl(throttle=self._controls.throttle, steer=carla_steer(self._controls.steer), brake=self._controls.brake)
         )
@@ -430,25 +309,21 @@ class CarlaBackend:
         box = self._ego.bounding_box
         ego_agent = agent_from_state("vehicle", self._ego.get_transform(), box, self._ego.get_velocity())
         pose = Pose(ego_agent.x, ego_agent.y, ego_agent.yaw)
-        xy = np.array([pose.x, pose.y])
         state = route_state(self._route, pose, hint=self._progress)
         self._progress = state.progress
-        lights, red = [], False
+        lights = []
         for tl, lines in self._lights:
             code = _LIGHT_STATES.get(tl.get_state())
-            if code is None:
-                continue
-            for line in lines:
-                if np.hypot(*(line.mean(axis=0) - xy)) <= self.config.scene_radius_m:
-                    lights.append(TrafficLight(line, code))
-                if code == "r" and self._prev_xy is not None and crossed_segment(self._prev_xy, xy, line):
-                    red = True
-        self._prev_xy = xy
+            if code is not None:
+                lights.extend(TrafficLight(line, code) for line in lines)
+        red = self._prev_pose is not None and ran_red_light(self._prev_pose, pose, ego_agent.length, lights)
+        self._prev_pose = pose
+        near = [light for light in lights if math.hypot(*(light.stop_line.mean(axis=0) - (pose.x, pose.y))) <= self.config.scene_radius_m]
         camera = self._camera_frame(frame)  # waiting for the frame's image lets its other sensor data arrive too
         collision, collision_with = self._collision()
         scene = Scene(
             map=self.geometry, ego=pose, ego_length=ego_agent.length, ego_width=ego_agent.width,
-            agents=self._agents(pose), traffic_lights=tuple(lights), route=self._route.remaining(state.progress),
+            agents=self._agents(pose), traffic_lights=tuple(near), route=self._route.remaining(state.progress),
         )
         events = Events(collision=collision, collision_with=collision_with, off_road=not self.network.on_road(pose), red_light=red)
         elapsed = self.world.get_snapshot().timestamp.elapsed_seconds - self._t0

@@ -1,11 +1,9 @@
-"""CARLA map geometry that needs no server: coordinate conversion, BEV geometry, route planning, lane metrics.
+"""CARLA map geometry that needs no server: BEV geometry, route planning, where a pose lies on the road.
 
 Everything here runs on a ``carla.Map``, which the wheel builds offline from OpenDRIVE text
 (``carla.Map(name, xodr_text)``); the live backend hands it ``world.get_map()``. The ``agents`` route planner is
-not in the wheel, so routing is a small Dijkstra over the lane graph of ``Map.get_topology()``.
-
-CARLA's world frame is left-handed (x forward, y right, yaw clockwise in degrees seen from above). Ours is
-right-handed (y left, yaw counter-clockwise in radians). The conversion lives in this module only.
+not in the wheel, so routing is a small Dijkstra over the lane graph of ``Map.get_topology()``. Coordinates are
+converted to ours by ``collect.backends.carla_convert``.
 """
 
 from __future__ import annotations
@@ -19,46 +17,12 @@ from dataclasses import dataclass
 import carla
 import numpy as np
 
-from collect.route import Route, wrap_angle
+from collect.backends.carla_convert import location, pose_from_transform, xy_from_location
+from collect.route import Route
 from collect.scene import Lane, MapGeometry, Pose
+from collect.stop_lines import stop_line_across
 
 LaneKey = tuple[int, int, int]  # (road_id, section_id, lane_id): one lane of one road section
-
-
-# -- coordinate conversion: the one place where y and yaw change sign ---------------------------------------
-
-
-def pose_from_carla(x: float, y: float, yaw_deg: float) -> Pose:
-    """A CARLA position and yaw (degrees, clockwise) as a world pose (metres, radians counter-clockwise)."""
-    return Pose(float(x), -float(y), float(wrap_angle(-math.radians(yaw_deg))))
-
-
-def carla_from_pose(pose: Pose) -> tuple[float, float, float]:
-    """The inverse of ``pose_from_carla``: CARLA ``(x, y, yaw_deg)``."""
-    return pose.x, -pose.y, -math.degrees(pose.yaw)
-
-
-def pose_from_transform(transform: carla.Transform) -> Pose:
-    return pose_from_carla(transform.location.x, transform.location.y, transform.rotation.yaw)
-
-
-def xy_from_location(location: carla.Location) -> tuple[float, float]:
-    return float(location.x), -float(location.y)
-
-
-def location(x: float, y: float, z: float = 0.0) -> carla.Location:
-    """A world point as a ``carla.Location``."""
-    return carla.Location(x=float(x), y=-float(y), z=float(z))
-
-
-def transform(pose: Pose, z: float = 0.0) -> carla.Transform:
-    cx, cy, yaw = carla_from_pose(pose)
-    return carla.Transform(carla.Location(x=cx, y=cy, z=float(z)), carla.Rotation(yaw=yaw))
-
-
-def carla_steer(steer: float) -> float:
-    """Our steer (positive turns left, counter-clockwise) as CARLA's (positive turns right)."""
-    return -float(steer)
 
 
 # -- lanes, sidewalks, crosswalks ---------------------------------------------------------------------------
@@ -186,36 +150,10 @@ def crosswalk_polygons(cmap: carla.Map) -> tuple[np.ndarray, ...]:
 def stop_line(wp: carla.Waypoint) -> np.ndarray:
     """The stop line ``(2, 2)`` across the lane at a traffic light's stop waypoint."""
     pose = pose_from_transform(wp.transform)
-    half = wp.lane_width / 2
-    normal = np.array([-math.sin(pose.yaw), math.cos(pose.yaw)]) * half
-    centre = np.array([pose.x, pose.y])
-    return np.stack([centre + normal, centre - normal])
-
-
-def crossed_segment(p0: np.ndarray, p1: np.ndarray, line: np.ndarray) -> bool:
-    """Whether the move ``p0 -> p1`` crosses the segment ``line`` (2, 2).
-
-    Ending exactly on the line counts as crossing it; starting on it does not, so a crossing counts once."""
-
-    def side(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
-        return float((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
-
-    a, b = np.asarray(line[0], float), np.asarray(line[1], float)
-    p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
-    before, after = side(a, b, p0), side(a, b, p1)
-    return before != 0 and before * after <= 0 and side(p0, p1, a) * side(p0, p1, b) <= 0
+    return stop_line_across(pose.x, pose.y, pose.yaw, wp.lane_width)
 
 
 # -- the road network: geometry, routing, metrics ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LaneMetrics:
-    """The ego against the nearest driving lane's centre."""
-
-    lateral_offset: float  # m, left positive
-    heading_error: float  # rad, ego yaw minus lane heading
-    on_road: bool  # the ego's reference point lies on a driving lane
 
 
 @dataclass(frozen=True)
@@ -321,16 +259,6 @@ class RoadNetwork:
             return key, self.lanes[key].project(x, y)[0]
         best = min(self.lanes.values(), key=lambda seg: seg.project(x, y)[1])
         return best.key, best.project(x, y)[0]
-
-    def lane_metrics(self, pose: Pose) -> LaneMetrics:
-        """Offset and heading error against the centre of the nearest driving lane, and whether on the road."""
-        loc = location(pose.x, pose.y)
-        on_road = self.map.get_waypoint(loc, project_to_road=False, lane_type=carla.LaneType.Driving) is not None
-        wp = self.map.get_waypoint(loc, project_to_road=True, lane_type=carla.LaneType.Driving)
-        centre = pose_from_transform(wp.transform)
-        dx, dy = pose.x - centre.x, pose.y - centre.y
-        offset = math.cos(centre.yaw) * dy - math.sin(centre.yaw) * dx
-        return LaneMetrics(float(offset), float(wrap_angle(pose.yaw - centre.yaw)), on_road)
 
     def on_road(self, pose: Pose) -> bool:
         loc = location(pose.x, pose.y)

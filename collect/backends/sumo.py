@@ -8,72 +8,26 @@ the same actions give the same observations.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import libsumo
 import numpy as np
 from libsumo import constants as tc
 
-from collect.backend import Controls, Events, Observation, RouteState
-from collect.backends.sumo_map import SumoNet, StopLine, load_net, sumo_angle_to_yaw, yaw_to_sumo_angle
-from collect.route import Route
+from collect.backend import Controls, Events, Observation
+from collect.backends.config import DEFAULT_NET, SumoConfig
+from collect.backends.sumo_map import SumoNet, load_net, sumo_angle_to_yaw, yaw_to_sumo_angle
+from collect.route import Route, route_state
 from collect.scene import Agent, Pose, Scene, TrafficLight
-from collect.vehicle import VehicleParams, VehicleState
+from collect.stop_lines import ran_red_light
+from collect.vehicle import VehicleState
 from collect.vehicle import step as vehicle_step
 
-DEFAULT_NET = Path(__file__).resolve().parent.parent / "town" / "town.net.xml"
 EGO = "ego"
 _VARS = [tc.VAR_POSITION, tc.VAR_ANGLE, tc.VAR_SPEED, tc.VAR_TYPE]
 _KIND_BY_CLASS = {"bicycle": "cyclist", "motorcycle": "motorcycle", "moped": "motorcycle", "pedestrian": "pedestrian"}
 _SUMO_TOLERANCE = 0.25  # m, how far apart two footprints may be for a SUMO collision report to count
 _LIGHT = {"G": "g", "g": "g", "y": "y", "Y": "y", "o": "g", "O": "g"}  # anything else (r, R, u, s) is red
-
-
-@dataclass(frozen=True)
-class SumoConfig:
-    """Options of the SUMO backend. ``cars``, ``motorcycles``, ``cyclists`` and ``pedestrians`` are counts of
-    background agents present from the start of every episode (they travel long routes, so counts stay steady)."""
-
-    net_file: Path = DEFAULT_NET
-    dt: float = 0.1
-    cars: int = 20
-    motorcycles: int = 2
-    cyclists: int = 4
-    pedestrians: int = 30
-    crossing_fraction: float = 0.5  # share of pedestrians sent across a street of the ego's route
-    # SUMO's willingness of pedestrians to cross an unprioritised crossing while a car approaches that could
-    # still brake. Above 0 it also keeps them from waiting forever for the ego: SUMO treats the teleported
-    # ego as approaching the crossing even when it stands still, and without impatience both sides wait.
-    pedestrian_impatience: float = 0.5
-    route_min_m: float = 150.0
-    route_max_m: float = 450.0
-    min_turns: int = 1
-    agent_radius: float = 60.0  # agents farther from the ego than this are left out of the scene
-    vehicle: VehicleParams = field(default_factory=VehicleParams)
-    sumo_options: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "net_file", Path(self.net_file))
-        if not self.net_file.is_file():
-            raise ValueError(f"SumoConfig.net_file: no such file {self.net_file}")
-        if not 0.0 < self.dt <= 1.0:
-            raise ValueError(f"SumoConfig.dt must be in (0, 1] s, got {self.dt}")
-        for name in ("cars", "motorcycles", "cyclists", "pedestrians", "min_turns"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"SumoConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("crossing_fraction", "pedestrian_impatience"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"SumoConfig.{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 20.0 <= self.route_min_m <= self.route_max_m:
-            raise ValueError(
-                f"SumoConfig.route_min_m/route_max_m must satisfy 20 <= min <= max, got {self.route_min_m}, {self.route_max_m}"
-            )
-        if self.agent_radius <= 0:
-            raise ValueError(f"SumoConfig.agent_radius must be > 0, got {self.agent_radius}")
-        if isinstance(self.sumo_options, str) or not all(isinstance(o, str) for o in self.sumo_options):
-            raise ValueError("SumoConfig.sumo_options must be a sequence of strings (command-line tokens)")
-        object.__setattr__(self, "sumo_options", tuple(self.sumo_options))
 
 
 @dataclass(frozen=True)
@@ -102,13 +56,6 @@ def boxes_overlap(a: np.ndarray, b: np.ndarray) -> bool:
             if pa.max() < pb.min() or pb.max() < pa.min():
                 return False
     return True
-
-
-def _segments_cross(p0: np.ndarray, p1: np.ndarray, q0: np.ndarray, q1: np.ndarray) -> bool:
-    def orient(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
-        return float((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
-
-    return orient(p0, p1, q0) * orient(p0, p1, q1) <= 0 and orient(q0, q1, p0) * orient(q0, q1, p1) <= 0
 
 
 _active: "SumoBackend | None" = None  # the backend whose episode the process's one libsumo instance holds
@@ -338,9 +285,6 @@ class SumoBackend:
 
     def step(self, action: np.ndarray) -> Observation:
         self._check_active()
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (2,) or not np.all(np.isfinite(action)):
-            raise ValueError(f"action must be 2 finite numbers [steer, throttle/brake], got {action!r}")
         self._controls = Controls.from_action(action)
         before = self._ego
         self._ego = vehicle_step(self.config.vehicle, before, self._controls, self.dt)
@@ -349,14 +293,18 @@ class SumoBackend:
             libsumo.person.moveToXY(pid, "", x, y, angle, 2)
         libsumo.simulationStep()
         agents = self._agents()
+        lights = self._traffic_lights()
         kind = self._collision(agents)
+        after = self._ego
         events = Events(
             collision=kind is not None,
             collision_with=kind,
-            off_road=not self.net.on_road(self._ego.x, self._ego.y),
-            red_light=self._ran_red_light(before, self._ego),
+            off_road=not self.net.on_road(after.x, after.y),
+            red_light=ran_red_light(
+                Pose(before.x, before.y, before.yaw), Pose(after.x, after.y, after.yaw), self.config.vehicle.length, lights
+            ),
         )
-        return self._observe(events, agents)
+        return self._observe(events, agents, lights)
 
     def _agents(self) -> tuple[Agent, ...]:
         """Agents within ``agent_radius`` of the ego (ids kept in ``_agent_ids``, same order)."""
@@ -403,50 +351,31 @@ class SumoBackend:
                 return a.kind
         return None
 
-    def _light_state(self, states: dict[str, str], stop: StopLine) -> str:
-        link = stop.links.get(self._route_next.get(stop.edge, ""), stop.default_link)
-        return _LIGHT.get(states[stop.tl][link], "r")
-
-    def _ran_red_light(self, before: VehicleState, after: VehicleState) -> bool:
-        """Whether the ego's front crossed a stop line, heading along its lane, while the light was red."""
-        half = self.config.vehicle.length / 2
-        p0 = np.array([before.x + math.cos(before.yaw) * half, before.y + math.sin(before.yaw) * half])
-        p1 = np.array([after.x + math.cos(after.yaw) * half, after.y + math.sin(after.yaw) * half])
-        if np.allclose(p0, p1):
-            return False
-        states = None
+    def _traffic_lights(self) -> tuple[TrafficLight, ...]:
+        """Every stop line with the state of the signal the ego would drive through (its route's next edge)."""
+        states = {tl: libsumo.trafficlight.getRedYellowGreenState(tl) for tl in self._tls}
+        lights = []
         for stop in self.net.stop_lines:
-            if np.dot(p1 - p0, stop.direction) <= 0 or not _segments_cross(p0, p1, stop.line[0], stop.line[1]):
-                continue
-            states = states or {tl: libsumo.trafficlight.getRedYellowGreenState(tl) for tl in self._tls}
-            if self._light_state(states, stop) == "r":
-                return True
-        return False
+            link = stop.links.get(self._route_next.get(stop.edge, ""), stop.default_link)
+            lights.append(TrafficLight(stop_line=stop.line, state=_LIGHT.get(states[stop.tl][link], "r")))
+        return tuple(lights)
 
-    def _observe(self, events: Events, agents: tuple[Agent, ...] | None = None) -> Observation:
+    def _observe(self, events: Events, agents: tuple[Agent, ...] | None = None, lights: tuple[TrafficLight, ...] | None = None) -> Observation:
         if agents is None:
             agents = self._agents()
+        if lights is None:
+            lights = self._traffic_lights()
         e, vp, route = self._ego, self.config.vehicle, self._ego_route.route
         pose = Pose(e.x, e.y, e.yaw)
-        proj = route.project(pose, hint=self._progress)
-        self._progress = proj.progress
-        states = {tl: libsumo.trafficlight.getRedYellowGreenState(tl) for tl in self._tls}
-        lights = tuple(TrafficLight(stop_line=s.line, state=self._light_state(states, s)) for s in self.net.stop_lines)
+        state = route_state(route, pose, hint=self._progress)
+        self._progress = state.progress
         scene = Scene(
             map=self.net.geometry, ego=pose, ego_length=vp.length, ego_width=vp.width,
-            agents=agents, traffic_lights=lights, route=route.remaining(proj.progress),
-        )
-        route_state = RouteState(
-            progress=proj.progress,
-            completion=min(proj.progress / route.length, 1.0),
-            distance_to_goal=float(np.hypot(*(route.goal - (e.x, e.y)))),
-            lateral_offset=proj.lateral_offset,
-            heading_error=proj.heading_error,
-            ahead=route.ahead(pose, proj.progress),
+            agents=agents, traffic_lights=lights, route=route.remaining(state.progress),
         )
         return Observation(
             t=libsumo.simulation.getTime(), speed=e.speed, controls=self._controls,
-            route=route_state, scene=scene, events=events, camera=None,
+            route=state, scene=scene, events=events, camera=None,
         )
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from collect.scene import Lane, MapGeometry
+from collect.stop_lines import stop_line_across
 
 DRIVING_CLASS = "passenger"
 
@@ -46,13 +47,12 @@ class Connection:
 
 @dataclass(frozen=True)
 class StopLine:
-    """The end of a signalised driving lane: ``line`` is ``(2, 2)`` across the lane, ``direction`` the lane's."""
+    """The end of a signalised driving lane: ``line`` is ``(2, 2)`` across the lane, left end first."""
 
     lane: str
     edge: str
     tl: str
     line: np.ndarray
-    direction: np.ndarray  # unit vector the lane runs in at its end
     links: dict[str, int]  # to_edge -> link index in the TLS state string
     default_link: int  # the straight-on link (or the first) for drivers whose next edge is unknown
 
@@ -153,7 +153,6 @@ class SumoNet:
                 )
             )
         self.stop_lines = self._stop_lines()
-        self.stop_line_by_lane = {s.lane: s for s in self.stop_lines}
 
         driving = [info for info in self.lanes.values() if info.driving]
         self.geometry = MapGeometry(
@@ -183,12 +182,11 @@ class SumoNet:
         for lane_id, conns in sorted(by_lane.items()):
             info = self.lanes[lane_id]
             end, before = info.shape[-1], info.shape[-2]
-            d = (end - before) / max(np.linalg.norm(end - before), 1e-9)
-            n = np.array([-d[1], d[0]]) * info.width / 2
+            heading = math.atan2(end[1] - before[1], end[0] - before[0])
             straight = [c for c in conns if c.direction == "s"]
             lines.append(
                 StopLine(
-                    lane=lane_id, edge=info.edge, tl=conns[0].tl, line=np.array([end + n, end - n]), direction=d,
+                    lane=lane_id, edge=info.edge, tl=conns[0].tl, line=stop_line_across(end[0], end[1], heading, info.width),
                     links={c.to_edge: c.link_index for c in conns}, default_link=(straight or conns)[0].link_index,
                 )
             )

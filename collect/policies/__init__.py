@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from collect.policies.base import Policy
+from collect.policies.base import Policy, observation_state
+from collect.policies.expert import ExpertConfig, ExpertPolicy
+from collect.policies.random import RandomConfig, RandomPolicy
 
 BUILTIN = ("random", "expert")
 
@@ -12,19 +15,34 @@ BUILTIN = ("random", "expert")
 def make_policy(spec: str, seed: int = 0) -> Policy:
     """The policy ``spec`` names; ``seed`` seeds a stochastic policy's generator (episodes reseed it)."""
     if spec == "random":
-        from collect.policies.random import RandomPolicy
-
         return RandomPolicy(seed=seed)
     if spec == "expert":
-        from collect.policies.expert import ExpertPolicy
-
         return ExpertPolicy()
     path = Path(spec)
     if not path.is_file():
         raise ValueError(f"unknown policy {spec!r}: use one of {', '.join(BUILTIN)} or the path of a TorchScript policy file")
-    from collect.policies.checkpoint import TorchScriptPolicy
+    from collect.policies.checkpoint import TorchScriptPolicy  # torch: heavy, loaded only for a checkpoint
 
     return TorchScriptPolicy(path)
 
 
-__all__ = ["BUILTIN", "Policy", "make_policy"]
+def __getattr__(name: str) -> Any:
+    """``TorchScriptPolicy`` on first use: importing it loads torch, which the built-in policies never need."""
+    if name == "TorchScriptPolicy":
+        from collect.policies.checkpoint import TorchScriptPolicy
+
+        return TorchScriptPolicy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "BUILTIN",
+    "ExpertConfig",
+    "ExpertPolicy",
+    "Policy",
+    "RandomConfig",
+    "RandomPolicy",
+    "TorchScriptPolicy",
+    "make_policy",
+    "observation_state",
+]

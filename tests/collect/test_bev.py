@@ -37,7 +37,7 @@ def _ego_frame(ego: Pose, forward: float, left: float) -> tuple[float, float]:
 
 
 def _pixel(frame: np.ndarray, rasteriser: BevRasteriser, scene: Scene, x: float, y: float) -> list[int]:
-    u, v = rasteriser.to_pixels(scene, np.array([[x, y]]))[0]
+    u, v = rasteriser.frame_affine(scene) @ (x, y, 1.0)
     return frame[int(round(v)), int(round(u))].tolist()
 
 

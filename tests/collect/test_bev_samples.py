@@ -11,8 +11,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from collect.backends.sumo import SumoConfig
 from collect.bev import BevPalette, BevRasteriser
-from collect.render_samples import main, nearest_pedestrian, pick_frames, samples_from_backend, samples_from_dataset, write_samples
+from collect.env import EnvSpec
+from collect.policies.expert import ExpertPolicy
+from collect.render_samples import main, nearest_pedestrian, pick_frames, samples_from_dataset, samples_from_env, write_samples
 from collect.route import to_ego_frame
 from collect.scene import Agent, Lane, MapGeometry, Pose, Scene
 from data_schema import RAW_STEP_SCHEMA, Dataset, decode_image, encode_png
@@ -135,14 +138,11 @@ def test_cli_on_a_dataset_and_a_clear_error_for_unknown_episodes(dataset: Datase
 
 
 def test_live_samples_from_sumo(tmp_path: Path) -> None:
-    from collect.backends.sumo import SumoBackend, SumoConfig
-    from collect.policies.expert import ExpertPolicy
-
-    backend = SumoBackend(SumoConfig(pedestrians=60))
+    env = EnvSpec(backend=SumoConfig(pedestrians=60)).build()
     try:
-        samples = samples_from_backend(backend, ExpertPolicy(), seed=1, steps=80, count=4)
+        samples = samples_from_env(env, ExpertPolicy(), seed=1, steps=80, count=4)
     finally:
-        backend.close()
+        env.close()
     assert len(samples) == 4
     assert all(s.frame.shape == (128, 128, 3) and s.episode_id.startswith("live-sumo-") for s in samples)
     steps = [(s.episode_id, s.step) for s in samples]

@@ -1,27 +1,15 @@
-"""The CARLA backend without a server: failing fast with a useful message, and its conversions of CARLA data."""
+"""The CARLA backend without a server: its settings, and failing fast with a useful message."""
 
 from __future__ import annotations
 
-import math
 import socket
 import time
 
-import numpy as np
 import pytest
 
 carla = pytest.importorskip("carla")
 
-from collect.backends.carla import (  # noqa: E402
-    CarlaBackend,
-    CarlaConfig,
-    CarlaUnavailable,
-    agent_from_state,
-    agent_kind,
-    rgb_from_bgra,
-    route_state,
-)
-from collect.route import Route  # noqa: E402
-from collect.scene import Pose  # noqa: E402
+from collect.backends.carla import CarlaBackend, CarlaConfig, CarlaUnavailable  # noqa: E402
 
 
 def _unused_port() -> int:
@@ -65,55 +53,3 @@ def test_config_rejects_bad_values(kwargs: dict, match: str) -> None:
 def test_config_without_camera() -> None:
     assert not CarlaConfig(camera_width=0).camera
     assert CarlaConfig().camera
-
-
-@pytest.mark.parametrize(
-    "type_id, attributes, kind",
-    [
-        ("walker.pedestrian.0012", {}, "pedestrian"),
-        ("vehicle.tesla.model3", {"base_type": "car", "number_of_wheels": "4"}, "vehicle"),
-        ("vehicle.carlamotors.firetruck", {"base_type": "truck"}, "vehicle"),
-        ("vehicle.diamondback.century", {"base_type": "bicycle", "number_of_wheels": "2"}, "cyclist"),
-        ("vehicle.yamaha.yzf", {"base_type": "motorcycle", "number_of_wheels": "2"}, "motorcycle"),
-        ("vehicle.gazelle.omafiets", {"number_of_wheels": "2"}, "cyclist"),  # a server without base_type
-        ("vehicle.kawasaki.ninja", {"number_of_wheels": "2"}, "motorcycle"),
-        ("static.prop.streetbarrier", {}, "static"),
-        ("traffic.traffic_light", {}, "static"),
-    ],
-)
-def test_agent_kind(type_id: str, attributes: dict, kind: str) -> None:
-    assert agent_kind(type_id, attributes) == kind
-
-
-def test_agent_from_state_converts_to_our_frame_at_the_box_centre() -> None:
-    # CARLA yaw 90 points along CARLA +y, which is our -y; the box centre sits 0.4 m ahead of the actor origin
-    tf = carla.Transform(carla.Location(x=10.0, y=5.0, z=0.3), carla.Rotation(yaw=90.0))
-    box = carla.BoundingBox(carla.Location(x=0.4, y=0.0, z=0.7), carla.Vector3D(x=2.3, y=1.0, z=0.7))
-    agent = agent_from_state("vehicle", tf, box, carla.Vector3D(x=0.0, y=3.0, z=0.5))
-    assert (agent.x, agent.y) == pytest.approx((10.0, -5.4), abs=1e-5)
-    assert agent.yaw == pytest.approx(-math.pi / 2)
-    assert (agent.length, agent.width) == pytest.approx((4.6, 2.0))
-    assert agent.speed == pytest.approx(3.0)  # horizontal speed only
-
-
-def test_rgb_from_bgra() -> None:
-    bgra = np.zeros((2, 3, 4), dtype=np.uint8)
-    bgra[0, 0] = (10, 20, 30, 255)  # blue 10, green 20, red 30
-    bgra[1, 2] = (200, 0, 0, 255)
-    rgb = rgb_from_bgra(bgra.tobytes(), width=3, height=2)
-    assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
-    assert rgb[0, 0].tolist() == [30, 20, 10]
-    assert rgb[1, 2].tolist() == [0, 0, 200]
-    with pytest.raises(ValueError, match="expected 4 x 2 x 4"):
-        rgb_from_bgra(bgra.tobytes(), width=4, height=2)
-
-
-def test_route_state_against_the_route() -> None:
-    route = Route(np.array([[0.0, 0.0], [100.0, 0.0]]))
-    state = route_state(route, Pose(25.0, 0.5, 0.1), hint=None)
-    assert state.progress == pytest.approx(25.0)
-    assert state.completion == pytest.approx(0.25)
-    assert state.distance_to_goal == pytest.approx(math.hypot(75.0, 0.5))
-    assert state.lateral_offset == pytest.approx(0.5)  # left of the route is positive
-    assert state.heading_error == pytest.approx(0.1)
-    assert state.ahead.shape == (8, 2) and state.ahead[0, 0] > 0  # points ahead are in front of the ego

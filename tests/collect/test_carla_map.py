@@ -11,7 +11,10 @@ import pytest
 carla = pytest.importorskip("carla")
 
 from collect.backends import carla_map as cm  # noqa: E402
+from collect.backends.carla_convert import location  # noqa: E402
+from collect.route import route_state  # noqa: E402
 from collect.scene import Pose  # noqa: E402
+from collect.stop_lines import crossed_stop_line  # noqa: E402
 from collect.town.build_town import NET, XODR  # noqa: E402
 
 # one straight 200 m road, two driving lanes in the same direction, broken marking between them
@@ -61,29 +64,6 @@ def _sumo_lanes(pedestrian: bool) -> list[tuple[np.ndarray, float]]:
                 shape = np.array([[float(v) for v in p.split(",")] for p in lane.get("shape").split()])
                 lanes.append((shape, float(lane.get("width"))))
     return lanes
-
-
-# -- conversion ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("yaw", [0.0, 0.3, math.pi / 2, -2.5, math.pi - 1e-3])
-def test_pose_conversion_round_trips(yaw: float) -> None:
-    pose = Pose(12.5, -7.25, yaw)
-    back = cm.pose_from_transform(cm.transform(pose, z=1.0))
-    assert (back.x, back.y) == pytest.approx((pose.x, pose.y), abs=1e-4)
-    assert math.cos(back.yaw - yaw) == pytest.approx(1.0, abs=1e-9)
-    cx, cy, cyaw = cm.carla_from_pose(pose)
-    again = cm.pose_from_carla(cx, cy, cyaw)
-    assert (again.x, again.y, math.cos(again.yaw - yaw)) == pytest.approx((pose.x, pose.y, 1.0))
-
-
-def test_conversion_flips_y_and_turns_yaw_the_other_way() -> None:
-    # CARLA is left-handed: +y is to the right of +x, yaw grows clockwise seen from above
-    loc = cm.location(3.0, 4.0)
-    assert (loc.x, loc.y) == (3.0, -4.0)
-    pose = cm.pose_from_carla(0.0, 0.0, 90.0)  # facing CARLA +y, i.e. our -y
-    assert pose.yaw == pytest.approx(-math.pi / 2)
-    assert cm.carla_steer(0.4) == -0.4  # ours turns left when positive, CARLA's turns right
 
 
 def test_carla_lanes_coincide_with_the_sumo_net_they_were_exported_from(town: cm.RoadNetwork) -> None:
@@ -186,37 +166,39 @@ def test_sampled_routes_are_deterministic_and_within_bounds(town: cm.RoadNetwork
     [(45.0, -1.75, 0.0), (45.0, 1.75, math.pi), (1.75, 45.0, math.pi / 2), (-1.75, 45.0, -math.pi / 2)],
     ids=["east", "west", "north", "south"],
 )
-def test_lane_metrics_signs(town: cm.RoadNetwork, x: float, y: float, heading: float) -> None:
-    left = np.array([-math.sin(heading), math.cos(heading)])
-    centre = town.lane_metrics(Pose(x, y, heading))
+def test_route_metrics_signs(town: cm.RoadNetwork, x: float, y: float, heading: float) -> None:
+    """The metrics of a planned route, as the live backend reports them: an independent check of the y flip."""
+    forward, left = np.array([math.cos(heading), math.sin(heading)]), np.array([-math.sin(heading), math.cos(heading)])
+    route = town.plan(tuple(np.array([x, y]) - 10.0 * forward), tuple(np.array([x, y]) + 10.0 * forward))
+    centre = route_state(route, Pose(x, y, heading), hint=None)
     assert centre.lateral_offset == pytest.approx(0.0, abs=1e-3)
     assert centre.heading_error == pytest.approx(0.0, abs=1e-3)
-    assert centre.on_road
-    shifted = town.lane_metrics(Pose(x + 0.8 * left[0], y + 0.8 * left[1], heading))
+    assert town.on_road(Pose(x, y, heading))
+    shifted = route_state(route, Pose(x + 0.8 * left[0], y + 0.8 * left[1], heading), hint=None)
     assert shifted.lateral_offset == pytest.approx(0.8, abs=1e-3)
-    shifted = town.lane_metrics(Pose(x - 0.6 * left[0], y - 0.6 * left[1], heading))
+    shifted = route_state(route, Pose(x - 0.6 * left[0], y - 0.6 * left[1], heading), hint=None)
     assert shifted.lateral_offset == pytest.approx(-0.6, abs=1e-3)
-    turned = town.lane_metrics(Pose(x, y, heading + 0.2))
+    turned = route_state(route, Pose(x, y, heading + 0.2), hint=None)
     assert turned.heading_error == pytest.approx(0.2, abs=1e-3)
 
 
 def test_off_road_in_a_block_and_on_a_sidewalk(town: cm.RoadNetwork) -> None:
-    assert not town.lane_metrics(Pose(45.0, 45.0, 0.0)).on_road  # the middle of a block
+    assert not town.on_road(Pose(45.0, 45.0, 0.0))  # the middle of a block
     assert not town.on_road(Pose(45.0, -4.5, 0.0))  # the sidewalk beside the eastbound lane
     assert town.on_road(Pose(45.0, -3.0, 0.0))  # still on the lane, near its edge
 
 
 def test_stop_line_spans_the_lane_and_crossing_detects_passing_it(town: cm.RoadNetwork) -> None:
-    wp = town.map.get_waypoint(cm.location(80.0, -1.75))
+    wp = town.map.get_waypoint(location(80.0, -1.75))
     line = cm.stop_line(wp)
     assert line.mean(axis=0) == pytest.approx([80.0, -1.75], abs=1e-3)
     assert np.linalg.norm(line[1] - line[0]) == pytest.approx(3.5)
     assert line[:, 0] == pytest.approx([80.0, 80.0])  # across an eastbound lane
-    assert cm.crossed_segment(np.array([79.5, -1.5]), np.array([80.5, -1.6]), line)
-    assert not cm.crossed_segment(np.array([78.0, -1.5]), np.array([79.9, -1.6]), line)
-    assert not cm.crossed_segment(np.array([79.5, 3.0]), np.array([80.5, 3.0]), line)  # the other lane
+    assert crossed_stop_line(np.array([79.5, -1.5]), np.array([80.5, -1.6]), line)
+    assert not crossed_stop_line(np.array([78.0, -1.5]), np.array([79.9, -1.6]), line)
+    assert not crossed_stop_line(np.array([79.5, 3.0]), np.array([80.5, 3.0]), line)  # the other lane
     # landing exactly on the line is the crossing; leaving it again is not a second one
     on_line = np.array([80.0, -1.75])
-    assert cm.crossed_segment(np.array([79.5, -1.75]), on_line, line)
-    assert not cm.crossed_segment(on_line, np.array([80.5, -1.75]), line)
-    assert not cm.crossed_segment(on_line, on_line, line)
+    assert crossed_stop_line(np.array([79.5, -1.75]), on_line, line)
+    assert not crossed_stop_line(on_line, np.array([80.5, -1.75]), line)
+    assert not crossed_stop_line(on_line, on_line, line)

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from collect.backend import Controls, Events, Observation, RouteState
+from collect.backend import Controls, Events, Observation
 from collect.backends.sumo import SumoBackend, SumoConfig
 from collect.policies.expert import ExpertConfig, ExpertPolicy
 from collect.policies.random import RandomConfig, RandomPolicy
-from collect.route import Route
+from collect.route import Route, route_state
 from collect.scene import Agent, Lane, MapGeometry, Pose, Scene, TrafficLight
 
 EMPTY_MAP = MapGeometry(name="empty", lanes=(Lane(centre=np.array([[-50.0, 0.0], [200.0, 0.0]]), width=3.5),))
@@ -27,9 +27,8 @@ def observe(
     """An observation of an ego at the origin heading +x, with the route as given (world = ego frame)."""
     route = Route(route_points)
     pose = Pose(0.0, 0.0, 0.0)
-    proj = route.project(pose)
-    scene = Scene(map=geometry, ego=pose, ego_length=4.5, ego_width=1.9, agents=agents, traffic_lights=lights, route=route.remaining(proj.progress))
-    state = RouteState(proj.progress, proj.progress / route.length, float(np.linalg.norm(route.goal)), proj.lateral_offset, proj.heading_error, route.ahead(pose, proj.progress))
+    state = route_state(route, pose, hint=None)
+    scene = Scene(map=geometry, ego=pose, ego_length=4.5, ego_width=1.9, agents=agents, traffic_lights=lights, route=route.remaining(state.progress))
     return Observation(t=0.0, speed=speed, controls=Controls(), route=state, scene=scene, events=Events())
 
 

@@ -9,12 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from collect.backend import RouteState
 from collect.backends.sumo import SumoConfig
 from collect.env import DrivingEnv, EnvSpec, EpisodeLimits, StuckDetector, reached_goal
 from collect.episode_rows import EpisodeRows, StepFlags
 from collect.policies import make_policy
-from collect.route import wrap_angle
+from collect.route import RouteState, wrap_angle
 from collect.rollout import RolloutWriter, run_episode
 from data_schema import Dataset, decode_image
 

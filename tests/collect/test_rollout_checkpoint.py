@@ -38,6 +38,11 @@ class NotFinite(torch.nn.Module):
         return state[:, :2] * float("nan")
 
 
+class Overshoot(torch.nn.Module):
+    def forward(self, bev: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return torch.stack([state[:, 0] * 0.0 + 3.0, state[:, 0] * 0.0 - 7.0], dim=1)
+
+
 def save_scripted(module: torch.nn.Module, path) -> str:
     torch.jit.script(module).save(str(path))
     return str(path)
@@ -112,6 +117,14 @@ def test_torchscript_policy_rejects_bad_outputs(env: DrivingEnv, tmp_path, modul
     current = env.reset(0)
     with pytest.raises(ValueError, match=message):
         policy.act(current.obs, current.bev)
+
+
+def test_torchscript_policy_clips_an_overshooting_network_into_the_action_range(env: DrivingEnv, tmp_path) -> None:
+    policy = make_policy(save_scripted(Overshoot(), tmp_path / "wild.pt"))
+    current = env.reset(0)
+    action = policy.act(current.obs, current.bev)
+    assert action.tolist() == [1.0, -1.0]
+    assert env.step(action).obs.controls.brake == 1.0
 
 
 def test_a_file_that_is_not_torchscript_is_refused(tmp_path) -> None:

@@ -299,6 +299,8 @@ def test_step_rejects_malformed_actions(backend: SumoBackend) -> None:
         backend.step(np.array([0.0, np.nan]))
     with pytest.raises(ValueError, match="action"):
         backend.step(np.zeros(3))
+    with pytest.raises(ValueError, match="action"):
+        backend.step(np.array([1.5, 0.0]))  # out of range: refused, not clipped
 
 
 def test_sumo_options_override_defaults_and_bad_ones_fail_clearly() -> None:
