@@ -46,8 +46,7 @@ from annotate.label_set import ModelIds, build_spec, prepare
 from annotate.model_weights import cache_dir
 from annotate.run import RunOptions, annotate_dataset
 from annotate.shard_task import ShardTask, annotate_shard
-from collect.collector import collect_episodes
-from collect.env import EnvSpec, EpisodeLimits
+from collect import EnvSpec, EpisodeLimits, collect_episodes
 from data_schema import Dataset, decode_image
 from data_schema.groundtruth import critical_in_corridor
 

@@ -23,9 +23,7 @@ import time
 
 import torch
 
-from collect.env import EnvSpec, EpisodeLimits
-from collect.policies.expert import ExpertPolicy
-from collect.rollout import RolloutWriter
+from collect import EnvSpec, EpisodeLimits, RolloutWriter, make_policy
 from data_schema import Dataset
 from pipeline.background_annotation import BackgroundAnnotation
 from pipeline.sac_driver import SacDriver
@@ -68,7 +66,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         data = Dataset.create(f"{tmp}/data")
-        collect(data, ExpertPolicy(), "expert", args.data_steps, args.max_steps)
+        collect(data, make_policy("expert"), "expert", args.data_steps, args.max_steps)
         print(f"dataset: {len(data.shards())} shards of expert driving ({args.data_steps}+ steps)")
 
         driver = SacDriver(create_agent(TrainConfig(bev_size=args.bev_size)), name="sac-bench")

@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from collect.collector import collect_episodes
-from collect.env import EnvSpec, EpisodeLimits
+from collect import EnvSpec, EpisodeLimits, collect_episodes
 from data_schema import Dataset, episode_id
 
 __all__ = ["EvalMetrics", "compute_metrics", "episode_table", "evaluate_policy", "format_table"]

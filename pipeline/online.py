@@ -28,8 +28,7 @@ import numpy as np
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from collect.env import EnvSpec, EpisodeLimits
-from collect.rollout import RolloutWriter
+from collect import EnvSpec, EpisodeLimits, RolloutWriter
 from data_schema import Dataset, LabelSet
 from data_schema.naming import episode_index
 from pipeline.background_annotation import BackgroundAnnotation

@@ -10,8 +10,7 @@ import numpy as np
 import torch
 from d3rlpy.algos import SAC
 
-from collect.backend import Observation
-from collect.policies.base import observation_state
+from collect import Observation, observation_state
 from data_schema.schema import ACTION_SIZE
 from train.agent import bev_size_of, policy_input
 

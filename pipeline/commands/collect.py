@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import click
 from tqdm import tqdm
 
-from collect.collector import CollectSummary, collect_episodes
-from collect.env import EnvSpec, EpisodeLimits
-from collect.rollout import EpisodeSummary
+from collect import CarlaConfig, CarlaUnavailable, CollectSummary, EnvSpec, EpisodeLimits, EpisodeSummary, SumoConfig, collect_episodes
 from data_schema import Dataset, DatasetError
 
 #: Errors that carry a message for the user; anything else is a bug and keeps its traceback.
@@ -19,13 +18,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError, ValueError, FileNo
 def _backend(sim: str, host: str, port: int, timeout: float) -> tuple[object, tuple[type[BaseException], ...]]:
     """The simulator's config and the errors by which it reports a problem the user has to fix."""
     if sim == "sumo":
-        from collect.backends.sumo import SumoConfig
-
         return SumoConfig(), ()
-    try:
-        from collect.backends.carla import CarlaConfig, CarlaUnavailable
-    except ImportError as e:
-        raise click.ClickException(f"--sim carla needs the CARLA client: pip install 'drive-vlm-rl[carla]' ({e})") from None
+    if importlib.util.find_spec("carla") is None:
+        raise click.ClickException("--sim carla needs the CARLA client: pip install 'drive-vlm-rl[carla]' (Python 3.11)")
     return CarlaConfig(host=host, port=port, timeout_s=timeout), (CarlaUnavailable,)
 
 
