@@ -45,6 +45,8 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
     """Rounds of collection (foreground), annotation (background) and updates; see the module docstring."""
     spec = run.spec()
     config = spec.config
+    if config.algo != "sac":
+        raise ValueError(f"online rounds train SAC (it samples its own exploration); {config.algo} is an offline algorithm")
     dataset = Dataset.create(spec.dataset)
     labels = dataset.label_set(spec.label_set)
     state, agent = start_run(run)
@@ -101,7 +103,7 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
                 "round": state.round, "env_steps": state.env_steps, "steps_collected": collected,
                 "episodes": sum(len(s.episodes) for s in shards), "shards_collected": len(shards),
                 "shards_annotated": len(ready), "shards_pending": len(_pending(dataset, spec.run_id, state.consumed)),
-                "buffer_size": len(buffer), "updates": n, "grad_steps": state.grad_steps, **loss_columns(losses),
+                "buffer_size": len(buffer), "updates": n, "grad_steps": state.grad_steps, **loss_columns(losses, config.algo),
                 "lag_mean_s": round(float(np.mean(lags)), 2) if lags else None,
                 "lag_max_s": round(float(np.max(lags)), 2) if lags else None,
                 "collect_s": round(collect_s, 2), "steps_per_s": round(collected / collect_s, 1),

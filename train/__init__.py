@@ -1,7 +1,7 @@
-"""Training: a SAC driving policy (d3rlpy) learnt from raw shards joined with one label set.
+"""Training: a driving policy (d3rlpy: SAC, or an offline algorithm) learnt from raw shards joined with one label set.
 
 It stands beside collect and annotate on ``data_schema`` and imports neither: what it learns from is the
-dataset on disk. Modules: ``config`` (TrainConfig), ``encoder`` (the (BEV, state) encoder registered with
+dataset on disk. Modules: ``config`` (TrainConfig), ``algorithms`` (sac, iql, td3+bc, cql, bc), ``encoder`` (the (BEV, state) encoder registered with
 d3rlpy), ``agent`` (creation, checkpoints, the policy's input), ``replay`` (transitions from shards + labels,
 compact frames, rewards stored or recomputed from components), ``offline`` (the offline loop and the pieces
 the online round shares), ``run_dir`` (run settings, state and checkpoints on disk), ``metrics_log`` and
@@ -10,6 +10,7 @@ annotator, is composed one floor up in ``pipeline.online``.
 """
 
 from train.agent import bev_size_of, create_agent, load_agent, observation_shape, policy_input, save_agent
+from train.algorithms import ALGORITHMS, OFFLINE_ONLY, Agent
 from train.config import FRAME_CODECS, TrainConfig
 from train.encoder import BevStateEncoderFactory, downsample_bev
 from train.export import export_torchscript, measure_latency
@@ -19,6 +20,9 @@ from train.replay import STORED_REWARD, ReplayBuffer, RewardSource, ShardTransit
 from train.run_dir import RunDir, RunSpec, RunState
 
 __all__ = [
+    "ALGORITHMS",
+    "Agent",
+    "OFFLINE_ONLY",
     "BevStateEncoderFactory",
     "Echo",
     "FRAME_CODECS",

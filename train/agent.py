@@ -1,4 +1,5 @@
-"""The SAC agent (d3rlpy) on ``(bev, state)`` observations: creation, atomic save, load, and its input.
+"""The agent (d3rlpy: SAC, or an offline algorithm of ``train.algorithms``) on ``(bev, state)`` observations:
+creation, atomic save, load, and its input.
 
 Checkpoints are d3rlpy's own ``save`` format (config + networks + optimiser states), so
 ``d3rlpy.load_learnable`` restores them once ``train.encoder`` is imported (this module imports it).
@@ -11,11 +12,11 @@ from pathlib import Path
 import d3rlpy
 import numpy as np
 import torch
-from d3rlpy.algos import SAC, SACConfig
 
 from data_schema.features import STATE_DIM
 from data_schema.schema import ACTION_SIZE
 from data_schema.storage import atomic_path
+from train.algorithms import Agent, algorithm_config
 from train.config import TrainConfig
 from train.encoder import BevStateEncoderFactory, downsample_bev
 
@@ -26,8 +27,8 @@ def observation_shape(config: TrainConfig) -> tuple[tuple[int, int, int], tuple[
     return (3, config.bev_size, config.bev_size), (STATE_DIM,)
 
 
-def create_agent(config: TrainConfig) -> SAC:
-    """A freshly initialised SAC whose actor and critics share the architecture (not the weights)."""
+def create_agent(config: TrainConfig) -> Agent:
+    """A freshly initialised ``config.algo`` agent whose networks share the architecture (not the weights)."""
     torch.manual_seed(config.seed)
     encoder = BevStateEncoderFactory(
         cnn_channels=list(config.cnn_channels),
@@ -35,40 +36,29 @@ def create_agent(config: TrainConfig) -> SAC:
         feature_size=config.feature_size,
         hidden_units=list(config.hidden_units),
     )
-    sac = SACConfig(
-        batch_size=config.batch_size,
-        gamma=config.gamma,
-        tau=config.tau,
-        actor_learning_rate=config.actor_lr,
-        critic_learning_rate=config.critic_lr,
-        temp_learning_rate=config.temp_lr,
-        initial_temperature=config.initial_temperature,
-        n_critics=config.n_critics,
-        actor_encoder_factory=encoder,
-        critic_encoder_factory=encoder,
-    ).create(device=config.device)
-    sac.create_impl(observation_shape(config), ACTION_SIZE)
-    return sac
+    agent = algorithm_config(config, encoder).create(device=config.device)
+    agent.create_impl(observation_shape(config), ACTION_SIZE)
+    return agent
 
 
-def save_agent(agent: SAC, path: str | Path) -> None:
+def save_agent(agent: Agent, path: str | Path) -> None:
     """``agent.save`` through ``data_schema.storage.atomic_path``: a kill never leaves a half-written checkpoint."""
     with atomic_path(path) as tmp:
         agent.save(str(tmp))
 
 
-def load_agent(path: str | Path, device: str = "cpu") -> SAC:
-    """A SAC checkpoint written by ``save_agent`` (a run's own file: d3rlpy's format is a pickle)."""
+def load_agent(path: str | Path, device: str = "cpu") -> Agent:
+    """A checkpoint written by ``save_agent`` (a run's own file: d3rlpy's format is a pickle)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
     agent = d3rlpy.load_learnable(str(path), device=device)
-    if not isinstance(agent, SAC):
-        raise ValueError(f"checkpoint {path}: holds a {type(agent).__name__}, expected a SAC agent")
+    if not isinstance(agent, Agent):
+        raise ValueError(f"checkpoint {path}: holds a {type(agent).__name__}, not an agent of train.algorithms")
     return agent
 
 
-def bev_size_of(agent: SAC) -> int:
+def bev_size_of(agent: Agent) -> int:
     """The BEV side the agent's networks take, read from the agent itself."""
     assert agent.impl is not None
     return int(agent.impl.observation_shape[0][1])

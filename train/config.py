@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from data_schema.settings import build
+from train.algorithms import ALGORITHMS
 
 __all__ = ["FRAME_CODECS", "TrainConfig"]
 
@@ -24,7 +25,8 @@ FRAME_CODECS = ("raw", "zstd")
 class TrainConfig:
     """Everything that decides how a run learns (not where its data lives)."""
 
-    # SAC
+    # the algorithm (train.algorithms): sac online or offline; iql, td3+bc, cql, bc offline
+    algo: str = "sac"
     batch_size: int = 256
     gamma: float = 0.99
     tau: float = 0.005
@@ -83,6 +85,8 @@ class TrainConfig:
             raise ValueError("TrainConfig.cnn_channels and hidden_units need at least one layer, each of width >= 1")
         if self.bev_size < 4 * 2 ** (len(self.cnn_channels) - 1):
             raise ValueError(f"TrainConfig.bev_size {self.bev_size} is too small for {len(self.cnn_channels)} stride-2 conv layers")
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"TrainConfig.algo must be one of {ALGORITHMS}, got {self.algo!r}")
         if self.frame_codec not in FRAME_CODECS:
             raise ValueError(f"TrainConfig.frame_codec must be one of {FRAME_CODECS}, got {self.frame_codec!r}")
 

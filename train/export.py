@@ -2,8 +2,8 @@
 
 The file's ``forward(bev: uint8[B, 3, H, W], state: float32[B, STATE_DIM]) -> float32[B, 2]`` takes the BEV as
 rendered (any size: it is area-downsampled inside, exactly as replay does) and the state vector of
-``data_schema.features``, and returns the deterministic action ``tanh(mean)`` of the SAC policy. Loading it
-needs only torch: no d3rlpy, no training code, no CLIP, YOLO or VLM.
+``data_schema.features``, and returns the deterministic action: ``tanh`` of the policy's mean, for SAC as for
+the offline algorithms. Loading it needs only torch: no d3rlpy, no training code, no CLIP, YOLO or VLM.
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ import warnings
 from pathlib import Path
 
 import torch
-from d3rlpy.algos import SAC
 from torch import nn
 
 from data_schema.features import STATE_DIM
 from data_schema.storage import atomic_path
 from train.agent import bev_size_of
+from train.algorithms import Agent
 from train.encoder import downsample_bev
 
 __all__ = ["DeployedPolicy", "export_torchscript", "measure_latency"]
 
 
 class DeployedPolicy(nn.Module):
-    """The SAC actor with the BEV downsampling in front and the squashed mean as its output."""
+    """The agent's policy with the BEV downsampling in front and the squashed mean as its output."""
 
     def __init__(self, policy: nn.Module, bev_size: int) -> None:
         super().__init__()
@@ -39,7 +39,7 @@ class DeployedPolicy(nn.Module):
         return self.policy([frames, state]).squashed_mu
 
 
-def export_torchscript(agent: SAC, path: str | Path, example_bev_px: int = 128) -> Path:
+def export_torchscript(agent: Agent, path: str | Path, example_bev_px: int = 128) -> Path:
     """Trace the agent's policy on CPU and save it atomically at ``path``."""
     assert agent.impl is not None
     policy = copy.deepcopy(agent.impl.policy).to("cpu").eval()

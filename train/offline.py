@@ -1,7 +1,7 @@
 """Training on labelled data, readable top to bottom: the offline loop, and the pieces the online round
 (``pipeline.online``) shares with it: starting or resuming a run, filling replay, and gradient updates.
 
-Offline: ``offline_steps`` SAC updates on the dataset's labelled shards, checkpointed every
+Offline: ``offline_steps`` updates of ``config.algo`` on the dataset's labelled shards, checkpointed every
 ``checkpoint_every`` updates; a killed run resumes from its last checkpoint with the same shards in replay.
 """
 
@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-from d3rlpy.algos import SAC
 from tqdm.auto import tqdm
 
 from data_schema import Dataset, DatasetError, LabelSet
 from train.agent import create_agent, load_agent, save_agent
+from train.algorithms import Agent
 from train.config import TrainConfig
 from train.metrics_log import MetricsLog
 from train.replay import ReplayBuffer, RewardSource, read_shard_transitions, reward_source
@@ -26,6 +26,14 @@ from train.run_dir import RunDir, RunState
 __all__ = ["RunResult", "gradient_updates", "ingest", "loss_columns", "start_run", "train_offline"]
 
 Echo = Callable[[str], None]
+#: The losses each algorithm's update reports (d3rlpy 2.8), in the run log's column order.
+LOSSES = {
+    "sac": ("critic_loss", "actor_loss", "temp", "temp_loss"),
+    "iql": ("critic_loss", "q_loss", "v_loss", "actor_loss"),
+    "td3+bc": ("critic_loss", "actor_loss", "bc_loss"),
+    "cql": ("critic_loss", "conservative_loss", "actor_loss", "temp", "temp_loss", "alpha"),
+    "bc": ("loss",),
+}
 
 
 @dataclass
@@ -34,7 +42,7 @@ class RunResult:
 
     state: RunState
     buffer: ReplayBuffer
-    agent: SAC
+    agent: Agent
 
 
 def ingest(
@@ -44,8 +52,8 @@ def ingest(
         buffer.add(read_shard_transitions(dataset, labels, shard, config.bev_size, config.frame_codec, reward))
 
 
-def gradient_updates(agent: SAC, buffer: ReplayBuffer, n: int, batch_size: int) -> dict[str, float]:
-    """``n`` SAC updates on uniform mini-batches; the mean of each loss d3rlpy reports."""
+def gradient_updates(agent: Agent, buffer: ReplayBuffer, n: int, batch_size: int) -> dict[str, float]:
+    """``n`` updates on uniform mini-batches; the mean of each loss d3rlpy reports."""
     totals: dict[str, float] = defaultdict(float)
     for _ in tqdm(range(n), desc="updates", unit="update", leave=False, disable=None):
         for key, value in agent.update(buffer.sample(batch_size)).items():
@@ -53,11 +61,12 @@ def gradient_updates(agent: SAC, buffer: ReplayBuffer, n: int, batch_size: int) 
     return {key: value / n for key, value in totals.items()}
 
 
-def loss_columns(losses: dict[str, float]) -> dict[str, float | None]:
-    return {key: losses.get(key) for key in ("critic_loss", "actor_loss", "temp", "temp_loss")}
+def loss_columns(losses: dict[str, float], algo: str) -> dict[str, float | None]:
+    """The losses an algorithm reports, as log columns; empty (None) before its first update."""
+    return {key: losses.get(key) for key in LOSSES[algo]}
 
 
-def start_run(run: RunDir) -> tuple[RunState, SAC]:
+def start_run(run: RunDir) -> tuple[RunState, Agent]:
     """The run's state and agent: fresh, or from the last checkpoint."""
     config = run.spec().config
     if config.torch_threads:
@@ -97,7 +106,7 @@ def train_offline(run: RunDir, echo: Echo = print) -> RunResult:
             run.commit(state, lambda path: save_agent(agent, path))
             log.log(state.grad_steps, {
                 "round": state.round, "grad_steps": state.grad_steps, "buffer_size": len(buffer), "updates": n,
-                **loss_columns(losses), "update_s": round(seconds, 3), "updates_per_s": round(n / seconds, 3),
+                **loss_columns(losses, config.algo), "update_s": round(seconds, 3), "updates_per_s": round(n / seconds, 3),
             })  # fmt: skip
     finally:
         log.close()

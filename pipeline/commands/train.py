@@ -13,6 +13,7 @@ from tqdm import tqdm
 from data_schema import DatasetError
 from pipeline.online import train_online
 from train import RunDir, RunSpec, TrainConfig, train_offline
+from train.algorithms import ALGORITHMS, OFFLINE_ONLY
 
 #: Errors that carry a message for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS = (DatasetError, ValueError, FileNotFoundError, RuntimeError)
@@ -38,6 +39,9 @@ def _key_values(items: tuple[str, ...], option: str) -> dict[str, Any]:
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory: settings, checkpoints every round, metrics.csv and TensorBoard logs (tb/).")
 @click.option("--offline", is_flag=True, help="Train on the labelled shards already in DATASET, collecting nothing.")
+@click.option("--algo", type=click.Choice(ALGORITHMS), default=None,
+              help="Learning algorithm (d3rlpy's, on the same encoder and replay): sac (default; online or offline), "
+                   "or offline only: iql, td3+bc, cql, bc (behaviour cloning: rewards unused).")
 @click.option("--steps", "offline_steps", type=click.IntRange(min=1), default=None,
               help="Offline: gradient updates in all (default 100000).")
 @click.option("--rounds", type=click.IntRange(min=1), default=None, help="Online: collection rounds (default 20).")
@@ -70,12 +74,12 @@ def _key_values(items: tuple[str, ...], option: str) -> dict[str, Any]:
               help="Online: `pipeline annotate --set` overrides used to label new shards. Repeatable.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint (a killed run); --rounds/--steps may be raised.")
-def train(dataset: str, label_set: str, run_dir: str, offline: bool, offline_steps: int | None, rounds: int | None,
+def train(dataset: str, label_set: str, run_dir: str, offline: bool, algo: str | None, offline_steps: int | None, rounds: int | None,
           steps_per_round: int | None, updates_per_step: float | None, learning_starts: int | None, batch_size: int | None,
           buffer_limit: int | None, gamma: float | None, tau: float | None, lr: float | None, seed: int | None,
           device: str | None, settings: tuple[str, ...], reward_from_components: bool, reward_settings: tuple[str, ...],
           annotate_config: str | None, annotate_set: tuple[str, ...], resume: bool) -> None:  # fmt: skip
-    """Train a SAC driving policy on DATASET with the rewards of label set NAME.
+    """Train a driving policy on DATASET with the rewards of label set NAME (SAC by default, see --algo).
 
     Online (default): rounds of collecting with the current policy on the SUMO town, annotating the new
     shards in the background (`pipeline annotate` with --annotate-config/--annotate-set) and updating on
@@ -85,7 +89,7 @@ def train(dataset: str, label_set: str, run_dir: str, offline: bool, offline_ste
     """
     named = {"offline_steps": offline_steps, "rounds": rounds, "steps_per_round": steps_per_round,
              "updates_per_step": updates_per_step, "learning_starts": learning_starts, "batch_size": batch_size,
-             "buffer_limit": buffer_limit, "gamma": gamma, "tau": tau, "seed": seed, "device": device}  # fmt: skip
+             "buffer_limit": buffer_limit, "gamma": gamma, "tau": tau, "seed": seed, "device": device, "algo": algo}  # fmt: skip
     if lr is not None:
         named.update(actor_lr=lr, critic_lr=lr, temp_lr=lr)
     overrides = {**_key_values(settings, "--set"), **{k: v for k, v in named.items() if v is not None}}
@@ -111,6 +115,8 @@ def train(dataset: str, label_set: str, run_dir: str, offline: bool, offline_ste
             )
             if spec.reward_overrides and not reward_from_components:
                 raise click.BadParameter("needs --reward-from-components", param_hint="--reward")
+            if spec.mode == "online" and spec.config.algo in OFFLINE_ONLY:
+                raise click.BadParameter(f"{spec.config.algo} learns from a fixed dataset: add --offline, or use sac", param_hint="--algo")
         run.write_spec(spec)
         echo = tqdm.write
         echo(f"run {run.path} ({spec.mode}), dataset {spec.dataset}, label set {spec.label_set}")

@@ -57,6 +57,29 @@ def test_offline_run_checkpoints_resumes_and_exports(small_dataset, tmp_path):
     assert torch.allclose(module(bev, state_in), torch.from_numpy(agent.predict([bev.numpy(), state_in.numpy()])), atol=1e-6)
 
 
+@pytest.mark.parametrize("algo", ["iql", "td3+bc", "cql", "bc"])
+def test_every_offline_algorithm_trains_checkpoints_and_exports_its_policy(small_dataset, tmp_path, algo):
+    run_dir = tmp_path / "run"
+    _train(small_dataset.path, "--label-set", "test", "--out", str(run_dir), "--offline", "--algo", algo, "--steps", "4",
+           "--set", "checkpoint_every=2")  # fmt: skip
+    assert json.loads((run_dir / "run.json").read_text())["config"]["algo"] == algo
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert metrics["grad_steps"].tolist() == [2, 4] and metrics["actor_loss" if algo != "bc" else "loss"].notna().all()
+    agent = load_agent(RunDir(run_dir).latest_checkpoint())
+    assert type(agent).__name__ == {"iql": "IQL", "td3+bc": "TD3PlusBC", "cql": "CQL", "bc": "BC"}[algo]
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--latency-runs", "3"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    module = torch.jit.load(str(run_dir / "policy.pt"))
+    bev, state_in = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8), torch.randn(3, 21)
+    assert torch.allclose(module(bev, state_in), torch.from_numpy(agent.predict([bev.numpy(), state_in.numpy()])), atol=1e-6)
+
+
+def test_an_offline_algorithm_is_refused_online(small_dataset, tmp_path):
+    result = CliRunner().invoke(main, ["train", small_dataset.path, "--label-set", "test", "--out", str(tmp_path / "r"), "--algo", "iql"])
+    assert result.exit_code != 0 and "iql learns from a fixed dataset" in result.output
+    assert not (tmp_path / "r" / "run.json").exists()
+
+
 def test_offline_reward_overrides_need_components(small_dataset, tmp_path):
     args = [small_dataset.path, "--label-set", "test", "--out", str(tmp_path / "r"), "--offline", "--steps", "1", *TINY_ARGS]
     result = CliRunner().invoke(main, ["train", *args, "--reward", "penalty=0"])
