@@ -1,8 +1,8 @@
 """Training: a driving policy (d3rlpy: SAC, or an offline algorithm) learnt from raw shards joined with one label set.
 
 It stands beside collect and annotate on ``data_schema`` and imports neither: what it learns from is the
-dataset on disk. Modules: ``config`` (TrainConfig), ``algorithms`` (sac, iql, td3+bc, cql, bc), ``encoder`` (the (BEV, state) encoder registered with
-d3rlpy), ``agent`` (creation, checkpoints, the policy's input), ``replay`` (transitions from shards + labels,
+dataset on disk. Modules: ``config`` (TrainConfig), ``algorithms`` (sac, iql, td3+bc, cql, bc), ``encoder``
+(the (BEV, state) encoder registered with d3rlpy), ``agent`` (creation, checkpoints, the policy's input), ``replay`` (transitions from shards + labels,
 compact frames, rewards stored or recomputed from components), ``offline`` (the offline loop and the pieces
 the online round shares), ``run_dir`` (run settings, state and checkpoints on disk), ``metrics_log`` and
 ``export`` (TorchScript for the collector). The online round, which also drives the simulator and the

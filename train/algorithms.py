@@ -31,35 +31,33 @@ Agent = SAC | IQL | TD3PlusBC | CQL | BC
 OFFLINE_ONLY = ("iql", "td3+bc", "cql", "bc")
 
 
-def _sac(c, encoder: EncoderFactory) -> LearnableConfig:
-    return SACConfig(
+def _shared(c, encoder: EncoderFactory) -> dict:
+    """Settings every actor-critic here takes from the TrainConfig ``c``."""
+    return dict(
         batch_size=c.batch_size, gamma=c.gamma, tau=c.tau, n_critics=c.n_critics, actor_learning_rate=c.actor_lr,
-        critic_learning_rate=c.critic_lr, temp_learning_rate=c.temp_lr, initial_temperature=c.initial_temperature,
-        actor_encoder_factory=encoder, critic_encoder_factory=encoder,
+        critic_learning_rate=c.critic_lr, actor_encoder_factory=encoder, critic_encoder_factory=encoder,
     )  # fmt: skip
+
+
+def _entropy(c) -> dict:
+    """The temperature settings of the algorithms that tune an entropy bonus (SAC, CQL)."""
+    return dict(temp_learning_rate=c.temp_lr, initial_temperature=c.initial_temperature)
+
+
+def _sac(c, encoder: EncoderFactory) -> LearnableConfig:
+    return SACConfig(**_shared(c, encoder), **_entropy(c))
 
 
 def _iql(c, encoder: EncoderFactory) -> LearnableConfig:
-    return IQLConfig(
-        batch_size=c.batch_size, gamma=c.gamma, tau=c.tau, n_critics=c.n_critics, actor_learning_rate=c.actor_lr,
-        critic_learning_rate=c.critic_lr, actor_encoder_factory=encoder, critic_encoder_factory=encoder,
-        value_encoder_factory=encoder,
-    )  # fmt: skip
+    return IQLConfig(**_shared(c, encoder), value_encoder_factory=encoder)
 
 
 def _td3_plus_bc(c, encoder: EncoderFactory) -> LearnableConfig:
-    return TD3PlusBCConfig(
-        batch_size=c.batch_size, gamma=c.gamma, tau=c.tau, n_critics=c.n_critics, actor_learning_rate=c.actor_lr,
-        critic_learning_rate=c.critic_lr, actor_encoder_factory=encoder, critic_encoder_factory=encoder,
-    )  # fmt: skip
+    return TD3PlusBCConfig(**_shared(c, encoder))
 
 
 def _cql(c, encoder: EncoderFactory) -> LearnableConfig:
-    return CQLConfig(
-        batch_size=c.batch_size, gamma=c.gamma, tau=c.tau, n_critics=c.n_critics, actor_learning_rate=c.actor_lr,
-        critic_learning_rate=c.critic_lr, temp_learning_rate=c.temp_lr, initial_temperature=c.initial_temperature,
-        actor_encoder_factory=encoder, critic_encoder_factory=encoder,
-    )  # fmt: skip
+    return CQLConfig(**_shared(c, encoder), **_entropy(c))
 
 
 def _bc(c, encoder: EncoderFactory) -> LearnableConfig:
