@@ -23,6 +23,8 @@ step limit):
   route passing its goal near its start does not count) without a collision.
 * **Collisions per km (CPK)**: the number of collisions (at most one per episode, since a collision ends it)
   divided by the total distance in km; empty when no distance was driven.
+* **Collision frequency (TCF)**: collisions per 1000 steps driven (DriveVLM-RL's time-normalised rate, which
+  a policy that stops early cannot improve by driving less far).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class EvalMetrics:
     collision_speed_kmh: float | None
     success_rate: float
     collisions_per_km: float | None
+    collisions_per_1000_steps: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +109,7 @@ def compute_metrics(steps: pd.DataFrame) -> EvalMetrics:
         collision_speed_kmh=float(episodes["collision_speed_kmh"].mean()) if collisions else None,
         success_rate=float(episodes["success"].mean()),
         collisions_per_km=collisions / (total_m / 1000.0) if total_m > 0 else None,
+        collisions_per_1000_steps=1000.0 * collisions / max(int(episodes["steps"].sum()), 1),
     )
 
 
@@ -133,6 +137,7 @@ ROWS = (
     ("total distance (m)", "total_distance_m", "{:.0f}"),
     ("collision speed (km/h)", "collision_speed_kmh", "{:.1f}"),
     ("collisions per km", "collisions_per_km", "{:.2f}"),
+    ("collisions per 1000 steps", "collisions_per_1000_steps", "{:.2f}"),
     ("episodes", "episodes", "{}"),
     ("steps", "steps", "{}"),
 )

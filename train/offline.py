@@ -77,8 +77,11 @@ def start_run(run: RunDir) -> tuple[RunState, Agent]:
     return state, load_agent(run.latest_checkpoint(), device=config.device)
 
 
-def train_offline(run: RunDir, echo: Echo = print) -> RunResult:
-    """``offline_steps`` gradient updates on the dataset's labelled shards, checkpointed every ``checkpoint_every``."""
+def train_offline(run: RunDir, echo: Echo = print, on_checkpoint: Callable[[RunState, Agent], None] | None = None) -> RunResult:
+    """``offline_steps`` gradient updates on the dataset's labelled shards, checkpointed every ``checkpoint_every``.
+
+    ``on_checkpoint(state, agent)`` runs after each checkpoint is committed (an experiment evaluates there).
+    """
     spec = run.spec()
     config = spec.config
     dataset = Dataset.open(spec.dataset)
@@ -108,6 +111,8 @@ def train_offline(run: RunDir, echo: Echo = print) -> RunResult:
                 "round": state.round, "grad_steps": state.grad_steps, "buffer_size": len(buffer), "updates": n,
                 **loss_columns(losses, config.algo), "update_s": round(seconds, 3), "updates_per_s": round(n / seconds, 3),
             })  # fmt: skip
+            if on_checkpoint is not None:
+                on_checkpoint(state, agent)
     finally:
         log.close()
     return RunResult(state, buffer, agent)

@@ -41,6 +41,7 @@ def test_metrics_by_hand(steps):
     assert m.collision_speed_kmh == pytest.approx(36.0)
     assert m.success_rate == pytest.approx(1 / 3)  # only a ends within 5 m of its goal without a collision
     assert m.collisions_per_km == pytest.approx(1 / 0.06)
+    assert m.collisions_per_1000_steps == pytest.approx(1000 / 7)  # one collision in 3 + 2 + 2 steps
 
 
 def test_a_crash_at_the_goal_is_no_success_and_safe_runs_have_no_collision_speed():
@@ -51,7 +52,7 @@ def test_a_crash_at_the_goal_is_no_success_and_safe_runs_have_no_collision_speed
     assert table.set_index("episode_id")["success"].to_dict() == {"x": False, "y": False, "z": False}
     m = compute_metrics(safe)
     assert m.collision_speed_kmh is None and m.collisions_per_km is None and m.collision_rate == 0.0
-    assert m.total_distance_m == 0.0
+    assert m.total_distance_m == 0.0 and m.collisions_per_1000_steps == 0.0
 
 
 def test_partial_episodes_are_refused(steps):
