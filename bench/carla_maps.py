@@ -1,5 +1,5 @@
 """CARLA map code on the OpenDRIVE test maps of tests/collect/maps (lane sections, a bridge, a four-lane highway
-with ramps, a junction with overlapping connectors): route quality, planning time, lookups.
+with ramps, a junction with overlapping connectors): route quality, planning time, lookups, BEV agreement.
 
     python -m bench.carla_maps [--pairs 40] [--seed 0]
 
@@ -11,6 +11,7 @@ the search expanded, against the reference search's time in the same run; then `
 episode's reset calls, per call. Times are CPU seconds of this process, steady on a busy machine.
 Then, at every driving waypoint outside junctions (at any height), the lookup's lateral offset and heading error
 at the waypoint's own pose, and inside junctions how often the lookup picks another lane than the waypoint's.
+Last, the share of BEV pixels whose colour agrees with the map's own lane type there (junction map).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ import numpy as np
 
 from collect.backends.carla_lanes import lane_key
 from collect.backends.carla_map import RoadNetwork, RouteNotFound
+from collect.bev import BevConfig
 
 TESTS = Path(__file__).resolve().parent.parent / "tests" / "collect"
 sys.path.insert(0, str(TESTS))  # the maps' reference yardsticks live beside the tests that use them
 
+from bev_checks import agreement  # noqa: E402
 from route_checks import reference_length, route_defects, waypoint_place  # noqa: E402
 
 MAPS = {"sections": (20.0, 80.0), "bridge": (30.0, 150.0), "highway": (150.0, 400.0), "junction": (30.0, 150.0)}  # route lengths
@@ -111,6 +114,13 @@ def main() -> None:
         print(f"{name}: {len(network.lanes)} lane sections, read in {build_s * 1e3:.0f} ms")
         for label, figures in (("routes", routes(cmap, network, args.pairs, args.seed)), ("lookups", lookups(cmap, network))):
             print(f"  {label}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()))
+        if name == "junction":
+            centres = [(0.0, 0.0), (40.0, 0.0), (0.0, 40.0), (-40.0, 0.0), (0.0, -40.0)]
+            found = agreement(cmap, network.geometry(), centres, BevConfig(size_px=256, metres_per_px=0.25))
+            print(
+                f"  BEV ({found.pixels} px): {found.share:.4f} of pixels agree with the map's lane type, {found.interior_share:.4f} "
+                f"away from lane edges; {found.sidewalk_recall:.4f} of sidewalk pixels drawn as sidewalk"
+            )
 
 
 if __name__ == "__main__":

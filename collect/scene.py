@@ -34,10 +34,11 @@ class Agent:
 
 @dataclass(frozen=True)
 class Lane:
-    """A lane (or sidewalk) as a centre polyline ``(N, 2)`` with a constant width."""
+    """A lane (or sidewalk) as a centre polyline ``(N, 2)`` and its width, one value or one per point (``(N,)``:
+    lanes that widen, as turn lanes do where they open)."""
 
     centre: np.ndarray
-    width: float
+    width: float | np.ndarray
 
 
 def tangents(points: np.ndarray) -> np.ndarray:

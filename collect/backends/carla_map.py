@@ -148,8 +148,8 @@ class RoadNetwork:
     def geometry(self) -> MapGeometry:
         """The map's static layer; built once, and the same object every call, so the BEV caches its raster."""
         if self._geometry is None:
-            lanes = tuple(Lane(seg.points, seg.width) for seg in self.lanes.values())
-            walks = tuple(Lane(r.segment.points, r.segment.width) for r in self._reads if r.lane_type == "sidewalk")
+            lanes = tuple(Lane(seg.points, seg.widths) for seg in self.lanes.values())
+            walks = tuple(Lane(r.segment.points, r.segment.widths) for r in self._reads if r.lane_type == "sidewalk")
             self._geometry = MapGeometry(self.map.name, lanes, walks, crosswalk_polygons(self.map), _markings(self._reads))
             self._reads = []  # only the picture needed them
         return self._geometry

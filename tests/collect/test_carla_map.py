@@ -82,8 +82,8 @@ def test_geometry_has_lanes_sidewalks_and_zebra_crossings(town: cm.RoadNetwork) 
     geometry = town.geometry()
     assert geometry is town.geometry()  # one object per map: the BEV caches its raster by identity
     assert len(geometry.lanes) == len(town.lanes) == 102  # 34 street lanes + junction connections
-    assert {lane.width for lane in geometry.lanes} == {3.5}
-    assert {lane.width for lane in geometry.sidewalks} == {2.0}
+    assert {float(w) for lane in geometry.lanes for w in lane.width} == {3.5}  # widths per point
+    assert {float(w) for lane in geometry.sidewalks for w in lane.width} == {2.0}
     # each street sidewalk of the SUMO net is a CARLA sidewalk lane
     sumo_walks = _sumo_lanes(pedestrian=True)
     for shape, _ in sumo_walks:

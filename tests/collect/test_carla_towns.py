@@ -1,6 +1,6 @@
 """CARLA map code on what real towns have and the bundled town lacks, each feature isolated in an OpenDRIVE map
 of ``tests/collect/maps`` (written by ``opendrive_maps.py``): roads of several lane sections, a bridge over a road,
-a four-lane highway with ramps, a junction whose connectors overlap.
+a four-lane highway with ramps, a junction whose connectors overlap; and the BEV drawn from such a map.
 
 Routes are held to yardsticks that know nothing of our lane graph (``route_checks``): CARLA's own waypoint graph
 for the shortest length, the route's own points for gaps and stretches driven twice.
@@ -16,15 +16,17 @@ import pytest
 
 carla = pytest.importorskip("carla")
 
+from bev_checks import SIDEWALK, agreement, drawn_classes  # noqa: E402
 from carla_stand_in import install, stand_in_config  # noqa: E402
-from opendrive_maps import BUILDERS, LANE_WIDTH, MAPS, SIDEWALK_WIDTH, bridge_map, xodr  # noqa: E402
+from opendrive_maps import BUILDERS, JUNCTION_HALF, LANE_WIDTH, MAPS, SIDEWALK_WIDTH, bridge_map, xodr  # noqa: E402
 from route_checks import reference_length, route_defects, waypoint_place  # noqa: E402
 
 import carla_stand_in  # noqa: E402
 from collect.backends.carla import CarlaBackend  # noqa: E402
 from collect.backends.carla_lanes import lane_key  # noqa: E402
 from collect.backends.carla_map import RoadNetwork, RouteNotFound  # noqa: E402
-from collect.scene import Pose  # noqa: E402
+from collect.bev import BevConfig, BevPalette, BevRasteriser  # noqa: E402
+from collect.scene import Pose, Scene  # noqa: E402
 
 CHANGE_M = 10.0  # RoutingConfig's lane-change length, which the reference uses too
 LONGEST_STEP = math.hypot(CHANGE_M, LANE_WIDTH) + 0.01  # no route point is farther from the last than a lane change
@@ -239,3 +241,33 @@ def test_routes_through_the_junction_are_shortest() -> None:
         if wp.is_junction:
             for out in wp.next(30.0):
                 check_route(net, wp, out)
+
+
+def test_bev_draws_corner_sidewalks_and_lane_edges_as_the_map_has_them(capsys: pytest.CaptureFixture) -> None:
+    net = network("junction")
+    config = BevConfig(size_px=128, metres_per_px=0.5)
+    found = agreement(net.map, net.geometry(), [(0.0, 0.0)], config)
+    with capsys.disabled():
+        print(
+            f"\nBEV of the junction map: {found.share:.4f} of {found.pixels} px agree with the map's lane type, "
+            f"{found.interior_share:.4f} away from lane edges; sidewalk recall {found.sidewalk_recall:.4f}"
+        )
+    assert found.interior_share >= 0.99 and found.share >= 0.9 and found.sidewalk_recall >= 0.7
+    rasteriser = BevRasteriser(config)
+    scene = Scene(map=net.geometry(), ego=Pose(0.0, 0.0, math.pi / 2), ego_length=0.01, ego_width=0.01)
+    frame = rasteriser.render(scene)
+    classes = drawn_classes(frame, config)
+
+    def at(x: float, y: float) -> tuple[np.ndarray, int]:
+        u, v = rasteriser.frame_affine(scene) @ (x, y, 1.0)
+        return frame[int(round(v)), int(round(u))], int(classes[int(round(v)), int(round(u))])
+
+    # the middle of each corner's sidewalk (an arc round the corner, a connector of the junction's own)
+    corner = JUNCTION_HALF - (JUNCTION_HALF - LANE_WIDTH - SIDEWALK_WIDTH / 2) / math.sqrt(2)
+    for sx, sy in ((1, 1), (-1, 1), (-1, -1), (1, -1)):
+        assert at(sx * corner, sy * corner)[1] == SIDEWALK
+    # a marking on the centre line between the two lanes of an arm, none along a lane's centre
+    palette = BevPalette()
+    line, _ = at(30.0, 0.0)
+    assert np.all(line > palette.road)
+    assert at(30.0, -LANE_WIDTH / 2)[0].tolist() == list(palette.road)
