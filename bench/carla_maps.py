@@ -113,7 +113,7 @@ def main() -> None:
         cmap, network, build_s = load(name)
         print(f"{name}: {len(network.lanes)} lane sections, read in {build_s * 1e3:.0f} ms")
         for label, figures in (("routes", routes(cmap, network, args.pairs, args.seed)), ("lookups", lookups(cmap, network))):
-            print(f"  {label}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()))
+            print(f"  {label}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()))
         if name == "junction":
             centres = [(0.0, 0.0), (40.0, 0.0), (0.0, 40.0), (-40.0, 0.0), (0.0, -40.0)]
             found = agreement(cmap, network.geometry(), centres, BevConfig(size_px=256, metres_per_px=0.25))
