@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 import cv2
 import numpy as np
 
-from collect.scene import Lane, MapGeometry, Scene
+from collect.scene import Lane, MapGeometry, Scene, offset_polyline
 from data_schema.schema import AGENT_KINDS
 
 RGB = tuple[int, int, int]
@@ -34,7 +34,7 @@ class BevPalette:
     background: RGB = (16, 16, 16)
     sidewalk: RGB = (92, 92, 84)
     road: RGB = (58, 58, 62)
-    lane_marking: RGB = (96, 96, 100)
+    lane_marking: RGB = (190, 200, 235)  # painted lane edges: a cool white, so blends with the road never pass for sidewalk
     crosswalk: RGB = (200, 200, 200)
     route: RGB = (24, 96, 120)
     light_red: RGB = (235, 30, 30)
@@ -126,17 +126,30 @@ class _WorldRaster:
     def to_px(self, points: np.ndarray) -> np.ndarray:
         return np.asarray(points, dtype=np.float64) @ self.affine[:, :2].T + self.affine[:, 2]
 
-    def _lane_strokes(self, lanes: tuple[Lane, ...], colour: RGB) -> None:
+    def _lane_fills(self, lanes: tuple[Lane, ...], colour: RGB) -> None:
+        """Each lane as the strip between its edges, exactly its width (a thick cv2 line is 2-3 px wider than asked,
+        which ate the sidewalks). Strips run half a pixel past their ends, so lanes that meet overlap instead of
+        leaving an anti-aliased seam between them."""
         for lane in lanes:
-            thickness = max(1, int(round(lane.width / self.mpp)))
-            cv2.polylines(self.image, [_fixed(self.to_px(lane.centre))], False, colour, thickness, cv2.LINE_AA, _SHIFT)
+            keep = np.concatenate([[True], np.linalg.norm(np.diff(lane.centre, axis=0), axis=1) > 1e-9])
+            centre = lane.centre[keep]
+            if len(centre) < 2:
+                continue
+            half = np.broadcast_to(np.asarray(lane.width, dtype=np.float64) / 2, keep.shape)[keep]
+            ends = centre[[0, -1]] - centre[[1, -2]]
+            ends *= 0.5 * self.mpp / np.maximum(np.linalg.norm(ends, axis=1, keepdims=True), 1e-12)
+            centre = np.vstack([centre[:1] + ends[:1], centre, centre[-1:] + ends[1:]])
+            half = np.concatenate([half[:1], half, half[-1:]])
+            strip = np.vstack([offset_polyline(centre, half), offset_polyline(centre, -half)[::-1]])
+            cv2.fillPoly(self.image, [_fixed(self.to_px(strip))], colour, cv2.LINE_AA, _SHIFT)
 
     def _draw(self, geometry: MapGeometry, config: BevConfig) -> None:
         palette = config.palette
-        self._lane_strokes(geometry.sidewalks, palette.sidewalk)
-        self._lane_strokes(geometry.lanes, palette.road)
-        for lane in geometry.lanes:
-            cv2.polylines(self.image, [_fixed(self.to_px(lane.centre))], False, palette.lane_marking, 1, cv2.LINE_AA, _SHIFT)
+        self._lane_fills(geometry.sidewalks, palette.sidewalk)
+        self._lane_fills(geometry.lanes, palette.road)
+        if geometry.markings:
+            lines = [_fixed(self.to_px(line)) for line in geometry.markings]
+            cv2.polylines(self.image, lines, False, palette.lane_marking, 1, cv2.LINE_AA, _SHIFT)
         if geometry.crosswalks:
             self._draw_crosswalks(geometry.crosswalks, palette, config.crosswalk_stripe_m)
 

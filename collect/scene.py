@@ -34,10 +34,25 @@ class Agent:
 
 @dataclass(frozen=True)
 class Lane:
-    """A lane (or sidewalk) as a centre polyline ``(N, 2)`` with a constant width."""
+    """A lane (or sidewalk) as a centre polyline ``(N, 2)`` and its width, one value or one per point (``(N,)``:
+    lanes that widen, as turn lanes do where they open)."""
 
     centre: np.ndarray
-    width: float
+    width: float | np.ndarray
+
+
+def tangents(points: np.ndarray) -> np.ndarray:
+    """Unit tangent ``(N, 2)`` at each point of a polyline, by central differences (exact on evenly sampled arcs)."""
+    points = np.asarray(points, dtype=np.float64)
+    d = np.vstack([points[1:], points[-1:]]) - np.vstack([points[:1], points[:-1]])
+    return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+
+
+def offset_polyline(points: np.ndarray, offset: float | np.ndarray) -> np.ndarray:
+    """The polyline ``offset`` metres (one value, or one per point) to the left of ``points`` (N, 2); negative is
+    right. Each point moves along the normal of its tangent, so arcs stay arcs."""
+    t = tangents(points)
+    return np.asarray(points, dtype=np.float64) + np.stack([-t[:, 1], t[:, 0]], axis=1) * np.asarray(offset, dtype=np.float64).reshape(-1, 1)
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,7 @@ class MapGeometry:
     lanes: tuple[Lane, ...]
     sidewalks: tuple[Lane, ...] = ()
     crosswalks: tuple[np.ndarray, ...] = ()  # polygons (M, 2)
+    markings: tuple[np.ndarray, ...] = ()  # painted lane edges, polylines (K, 2)
 
     def bounds(self) -> tuple[float, float, float, float]:
         """(xmin, ymin, xmax, ymax) over every drawn element."""

@@ -47,6 +47,11 @@ def connect(config: CarlaConfig) -> carla.Client:
     return client
 
 
+def _spawn_transform(pose: Pose, road_z: float) -> carla.Transform:
+    """Half a metre above the road surface of the lane being spawned on (towns have hills and bridges)."""
+    return transform(pose, z=road_z + 0.5)
+
+
 class _SensorQueue:
     """Sensor callbacks run on the client's threads; this hands their data to the stepping thread."""
 
@@ -132,20 +137,15 @@ class CarlaBackend:
         blueprint.set_attribute("role_name", "hero")
         for _ in range(20):
             try:
-                route, start = self.network.sample_route(rng, self.config.route_min_m, self.config.route_max_m)
+                sampled = self.network.sample_route(rng, self.config.route_min_m, self.config.route_max_m)
             except RouteNotFound as e:
                 raise ValueError(f"CARLA town {self.config.town!r}: {e}") from e
-            ego = self.world.try_spawn_actor(blueprint, self._spawn_transform(start))
+            ego = self.world.try_spawn_actor(blueprint, _spawn_transform(sampled.start, sampled.start_z))
             if ego is not None:
-                self._ego, self._route, self._start = ego, route, start
+                self._ego, self._route, self._start = ego, sampled.route, sampled.start
                 self._actors.append(ego)
                 return
         raise RuntimeError(f"CARLA town {self.config.town!r}: no free spot to spawn the ego after 20 tries")
-
-    def _spawn_transform(self, pose: Pose) -> carla.Transform:
-        """Half a metre above the road surface at ``pose`` (towns have hills: the road is not at z = 0)."""
-        road = self.network.map.get_waypoint(transform(pose).location)
-        return transform(pose, z=road.transform.location.z + 0.5)
 
     def _spawn_traffic(self, rng: np.random.Generator) -> None:
         if self.config.vehicles == 0:
@@ -153,7 +153,9 @@ class CarlaBackend:
         # the ego's start, not its location: a new actor has no location until the next tick
         ego_xy = np.array([self._start.x, self._start.y])
         candidates = self.world.get_map().get_spawn_points() or [
-            self._spawn_transform(self.network.lane_pose(key, seg.length / 2)) for key, seg in self.network.lanes.items() if not seg.is_junction
+            _spawn_transform(self.network.lane_pose(key, seg.length / 2), seg.height_at(seg.length / 2))
+            for key, seg in self.network.lanes.items()
+            if not seg.is_junction
         ]
         points = [sp for sp in candidates if np.hypot(*(np.array(xy_from_location(sp.location)) - ego_xy)) > 10.0]
         order = rng.permutation(len(points))[: self.config.vehicles]
@@ -307,7 +309,8 @@ class CarlaBackend:
     def _observe(self, frame: int) -> Observation:
         assert self._ego is not None and self._route is not None
         box = self._ego.bounding_box
-        ego_agent = agent_from_state("vehicle", self._ego.get_transform(), box, self._ego.get_velocity())
+        ego_tf = self._ego.get_transform()
+        ego_agent = agent_from_state("vehicle", ego_tf, box, self._ego.get_velocity())
         pose = Pose(ego_agent.x, ego_agent.y, ego_agent.yaw)
         state = route_state(self._route, pose, hint=self._progress)
         self._progress = state.progress
@@ -325,7 +328,7 @@ class CarlaBackend:
             map=self.geometry, ego=pose, ego_length=ego_agent.length, ego_width=ego_agent.width,
             agents=self._agents(pose), traffic_lights=tuple(near), route=self._route.remaining(state.progress),
         )
-        events = Events(collision=collision, collision_with=collision_with, off_road=not self.network.on_road(pose), red_light=red)
+        events = Events(collision=collision, collision_with=collision_with, off_road=not self.network.on_road(pose, ego_tf.location.z), red_light=red)
         elapsed = self.world.get_snapshot().timestamp.elapsed_seconds - self._t0
         return Observation(
             t=float(elapsed), speed=ego_agent.speed, controls=self._controls,

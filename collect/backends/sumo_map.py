@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collect.scene import Lane, MapGeometry
+from collect.scene import Lane, MapGeometry, offset_polyline
 from collect.stop_lines import stop_line_across
 
 DRIVING_CLASS = "passenger"
@@ -160,6 +160,7 @@ class SumoNet:
             lanes=tuple(Lane(centre=info.shape, width=info.width) for info in driving),
             sidewalks=tuple(sidewalks),
             crosswalks=tuple(crosswalks),
+            markings=self._markings(driving),
         )
         # every driving-lane segment, for the vectorised on-road test
         starts, ends, half = [], [], []
@@ -171,6 +172,19 @@ class SumoNet:
         self._seg_d = np.concatenate(ends) - self._seg_a
         self._seg_len2 = np.maximum(np.einsum("ij,ij->i", self._seg_d, self._seg_d), 1e-12)
         self._seg_half = np.concatenate(half)
+
+    def _markings(self, driving: list[LaneInfo]) -> tuple[np.ndarray, ...]:
+        """Lane edges outside junctions, where paint would be (SUMO stores none): every left edge (a centre line or
+        the line between two lanes), and the right edge unless a sidewalk lies beyond it (a kerb, not paint)."""
+        lines = []
+        for info in driving:
+            if info.id.startswith(":"):
+                continue
+            lines.append(offset_polyline(info.shape, info.width / 2))
+            edge, index = info.id.rsplit("_", 1)
+            if self.edge_sidewalk.get(edge) != f"{edge}_{int(index) - 1}":
+                lines.append(offset_polyline(info.shape, -info.width / 2))
+        return tuple(lines)
 
     def _stop_lines(self) -> list[StopLine]:
         by_lane: dict[str, list[Connection]] = {}

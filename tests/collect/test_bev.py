@@ -20,7 +20,8 @@ def _straight_road() -> MapGeometry:
     west = Lane(np.array([[200.0, 3.5], [-200.0, 3.5]]), 3.5)
     walk = Lane(np.array([[-200.0, -2.75], [200.0, -2.75]]), 2.0)
     crossing = np.array([[20.0, -1.75], [23.0, -1.75], [23.0, 5.25], [20.0, 5.25]])
-    return MapGeometry("street", (east, west), (walk,), (crossing,))
+    markings = tuple(np.array([[-200.0, y], [200.0, y]]) for y in (-1.75, 1.75, 5.25))  # kerbs and centre line
+    return MapGeometry("street", (east, west), (walk,), (crossing,), markings)
 
 
 STREET = _straight_road()
@@ -113,9 +114,12 @@ def test_map_layers_road_sidewalk_crosswalk_and_off_road() -> None:
     # the zebra: stripes and gaps alternate across the road inside the crossing
     column = [tuple(_pixel(frame, rasteriser, scene, 21.5, y)) for y in np.arange(-1.5, 5.0, 0.5)]
     assert PALETTE.crosswalk in column and PALETTE.road in column
-    # lane centres are marked, lightly: brighter than the road beside them, no brighter than the marking colour
-    marked = np.array(_pixel(frame, rasteriser, scene, 10.0, 0.0))
+    # lane edges are marked, lane centres are not: the line between the lanes is brighter than the road beside it
+    marked = np.array(_pixel(frame, rasteriser, scene, 10.0, 1.75))
     assert np.all(marked > PALETTE.road) and np.all(marked <= PALETTE.lane_marking)
+    assert _pixel(frame, rasteriser, scene, 10.0, 0.0) == list(PALETTE.road)
+    # in a colour well apart from the sidewalk's
+    assert np.abs(np.array(PALETTE.lane_marking) - PALETTE.sidewalk).sum() > 150
 
 
 def test_route_and_stop_lines_coloured_by_state() -> None:

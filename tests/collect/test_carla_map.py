@@ -82,8 +82,8 @@ def test_geometry_has_lanes_sidewalks_and_zebra_crossings(town: cm.RoadNetwork) 
     geometry = town.geometry()
     assert geometry is town.geometry()  # one object per map: the BEV caches its raster by identity
     assert len(geometry.lanes) == len(town.lanes) == 102  # 34 street lanes + junction connections
-    assert {lane.width for lane in geometry.lanes} == {3.5}
-    assert {lane.width for lane in geometry.sidewalks} == {2.0}
+    assert {float(w) for lane in geometry.lanes for w in lane.width} == {3.5}  # widths per point
+    assert {float(w) for lane in geometry.sidewalks for w in lane.width} == {2.0}
     # each street sidewalk of the SUMO net is a CARLA sidewalk lane
     sumo_walks = _sumo_lanes(pedestrian=True)
     for shape, _ in sumo_walks:
@@ -122,7 +122,7 @@ def test_route_between_far_corners_follows_the_streets(town: cm.RoadNetwork) -> 
     assert np.linalg.norm(route.points[-1] - goal) < 0.1
     steps = np.linalg.norm(np.diff(route.points, axis=0), axis=1)
     assert steps.max() < 1.5  # no gaps: about the network resolution (more on the outside of curves)
-    assert all(town.on_road(Pose(x, y, 0.0)) for x, y in route.points)
+    assert all(town.on_road(Pose(x, y, 0.0), 0.0) for x, y in route.points)
     progress = [route.project(Pose(x, y, 0.0)).progress for x, y in route.points[::25]]
     assert np.all(np.diff(progress) > 0)
 
@@ -136,7 +136,7 @@ def test_route_in_the_lane_direction_only(town: cm.RoadNetwork) -> None:
 
 
 def test_route_changes_lane_where_the_marking_allows(two_lanes: cm.RoadNetwork) -> None:
-    assert two_lanes.lanes[(1, 0, -1)].lane_changes == ((1, 0, -2),)
+    assert [lc.target for lc in two_lanes.lanes[(1, 0, -1)].lane_changes] == [(1, 0, -2)]
     route = two_lanes.plan((10.0, -1.75), (190.0, -5.25))
     assert route.points[0] == pytest.approx([10.0, -1.75])
     assert route.points[-1] == pytest.approx([190.0, -5.25])
@@ -146,9 +146,9 @@ def test_route_changes_lane_where_the_marking_allows(two_lanes: cm.RoadNetwork) 
 
 
 def test_sampled_routes_are_deterministic_and_within_bounds(town: cm.RoadNetwork) -> None:
-    a_route, a_start = town.sample_route(np.random.default_rng(7), 150.0, 300.0)
-    b_route, b_start = town.sample_route(np.random.default_rng(7), 150.0, 300.0)
-    c_route, _ = town.sample_route(np.random.default_rng(8), 150.0, 300.0)
+    a, b, c = (town.sample_route(np.random.default_rng(seed), 150.0, 300.0) for seed in (7, 7, 8))
+    (a_route, a_start), (b_route, b_start), c_route = (a.route, a.start), (b.route, b.start), c.route
+    assert a.start_z == 0.0  # the height of the lane it starts on: the bundled town is flat
     assert np.array_equal(a_route.points, b_route.points) and a_start == b_start
     assert not np.array_equal(a_route.points, c_route.points)
     assert 150.0 <= a_route.length <= 300.0
@@ -173,7 +173,7 @@ def test_route_metrics_signs(town: cm.RoadNetwork, x: float, y: float, heading: 
     centre = route_state(route, Pose(x, y, heading), hint=None)
     assert centre.lateral_offset == pytest.approx(0.0, abs=1e-3)
     assert centre.heading_error == pytest.approx(0.0, abs=1e-3)
-    assert town.on_road(Pose(x, y, heading))
+    assert town.on_road(Pose(x, y, heading), 0.0)
     shifted = route_state(route, Pose(x + 0.8 * left[0], y + 0.8 * left[1], heading), hint=None)
     assert shifted.lateral_offset == pytest.approx(0.8, abs=1e-3)
     shifted = route_state(route, Pose(x - 0.6 * left[0], y - 0.6 * left[1], heading), hint=None)
@@ -183,9 +183,9 @@ def test_route_metrics_signs(town: cm.RoadNetwork, x: float, y: float, heading: 
 
 
 def test_off_road_in_a_block_and_on_a_sidewalk(town: cm.RoadNetwork) -> None:
-    assert not town.on_road(Pose(45.0, 45.0, 0.0))  # the middle of a block
-    assert not town.on_road(Pose(45.0, -4.5, 0.0))  # the sidewalk beside the eastbound lane
-    assert town.on_road(Pose(45.0, -3.0, 0.0))  # still on the lane, near its edge
+    assert not town.on_road(Pose(45.0, 45.0, 0.0), 0.0)  # the middle of a block
+    assert not town.on_road(Pose(45.0, -4.5, 0.0), 0.0)  # the sidewalk beside the eastbound lane
+    assert town.on_road(Pose(45.0, -3.0, 0.0), 0.0)  # still on the lane, near its edge
 
 
 def test_stop_line_spans_the_lane_and_crossing_detects_passing_it(town: cm.RoadNetwork) -> None:
