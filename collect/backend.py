@@ -61,13 +61,17 @@ class Observation:
 
 
 class Backend(Protocol):
-    """A simulator session. ``reset`` starts an episode on a route sampled from ``seed``."""
+    """A simulator session. ``reset`` starts an episode on a route sampled from ``seed``.
+
+    A backend that stages scenarios (``collect.scenarios``; SUMO) takes the scenario's name as a second
+    argument; ``DrivingEnv`` passes it only for a staged scenario, so one that stages none needs only ``seed``.
+    """
 
     name: str
     map_name: str
     dt: float
 
-    def reset(self, seed: int) -> Observation: ...
+    def reset(self, seed: int, scenario: str = "free") -> Observation: ...
 
     def step(self, action: np.ndarray) -> Observation: ...
 

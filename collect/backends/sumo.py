@@ -8,7 +8,6 @@ the same actions give the same observations.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import libsumo
 import numpy as np
@@ -17,7 +16,11 @@ from libsumo import constants as tc
 from collect.backend import Controls, Events, Observation
 from collect.backends.config import DEFAULT_NET, SumoConfig
 from collect.backends.sumo_map import SumoNet, load_net, sumo_angle_to_yaw, yaw_to_sumo_angle
-from collect.route import Route, route_state
+from collect.backends.sumo_routes import EgoRoute, sample_route, staged_route, walk
+from collect.backends.sumo_stage import SumoStage
+from collect.backends.sumo_traffic import spawn_traffic
+from collect.route import route_state
+from collect.scenarios import FREE, SCENARIOS, check_scenarios, make_director
 from collect.scene import Agent, Pose, Scene, TrafficLight
 from collect.stop_lines import ran_red_light
 from collect.vehicle import VehicleState
@@ -28,15 +31,6 @@ _VARS = [tc.VAR_POSITION, tc.VAR_ANGLE, tc.VAR_SPEED, tc.VAR_TYPE]
 _KIND_BY_CLASS = {"bicycle": "cyclist", "motorcycle": "motorcycle", "moped": "motorcycle", "pedestrian": "pedestrian"}
 _SUMO_TOLERANCE = 0.25  # m, how far apart two footprints may be for a SUMO collision report to count
 _LIGHT = {"G": "g", "g": "g", "y": "y", "Y": "y", "o": "g", "O": "g"}  # anything else (r, R, u, s) is red
-
-
-@dataclass(frozen=True)
-class EgoRoute:
-    """A sampled route: the edges to drive, where on the first edge to start, the centre-line polyline."""
-
-    edges: tuple[str, ...]
-    start_pos: float
-    route: Route
 
 
 def _corners(x: float, y: float, yaw: float, length: float, width: float) -> np.ndarray:
@@ -86,6 +80,8 @@ class SumoBackend:
         self._route_next: dict[str, str] = {}
         self._agent_ids: tuple[str, ...] = ()
         self._pinned: dict[str, tuple[float, float, float]] = {}
+        #: the running episode's staged scenario (its director and road users); None in the free town
+        self.stage: SumoStage | None = None
 
     @property
     def current_route(self) -> EgoRoute:
@@ -117,42 +113,6 @@ class SumoBackend:
                 args += [flag, value]
         return args + list(self.config.sumo_options)
 
-    def sample_route(self, rng: np.random.Generator) -> EgoRoute:
-        """A random drive over the network with at least ``min_turns`` turns, cut to a length in bounds."""
-        cfg = self.config
-        edges_all = sorted(self.net.edge_driving_lane)
-        for _ in range(1000):
-            target = rng.uniform(cfg.route_min_m, cfg.route_max_m)
-            edges = [edges_all[rng.integers(len(edges_all))]]
-            first = self.net.lanes[self.net.edge_driving_lane[edges[0]]]
-            start = float(rng.uniform(cfg.vehicle.length + 1.0, max(cfg.vehicle.length + 1.0, first.length - 20.0)))
-            while True:
-                poly = self.net.route_polyline(edges)
-                length = Route(poly).length - start
-                if length >= target:
-                    break
-                succ = self.net.successors[edges[-1]]
-                if not succ:
-                    break
-                edges.append(succ[rng.integers(len(succ))].to_edge)
-            if length < cfg.route_min_m or self.net.turn_count(edges) < cfg.min_turns:
-                continue
-            # resample [start, start + target] every metre, keeping the lane vertices so corners stay exact
-            arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(poly, axis=0), axis=1))])
-            s = np.union1d(np.linspace(start, start + target, int(target) + 1), arc[(arc > start) & (arc < start + target)])
-            pts = np.stack([np.interp(s, arc, poly[:, 0]), np.interp(s, arc, poly[:, 1])], axis=1)
-            return EgoRoute(edges=tuple(edges), start_pos=start, route=Route(pts))
-        raise RuntimeError(f"{self.config.net_file}: found no route of {cfg.route_min_m}-{cfg.route_max_m} m with {cfg.min_turns} turns")
-
-    def _walk(self, rng: np.random.Generator, start: str, n_edges: int) -> list[str]:
-        edges = [start]
-        for _ in range(n_edges):
-            succ = self.net.successors[edges[-1]]
-            if not succ:
-                break
-            edges.append(succ[rng.integers(len(succ))].to_edge)
-        return edges
-
     def _define_types(self) -> None:
         vp = self.config.vehicle
         libsumo.vehicletype.copy("DEFAULT_VEHTYPE", "ego")
@@ -178,46 +138,15 @@ class SumoBackend:
             )
         return self._types[type_id]
 
-    def _spawn_traffic(self, rng: np.random.Generator, ego: EgoRoute) -> None:
-        cfg = self.config
-        edges = sorted(e for e in self.net.edge_driving_lane if e != ego.edges[0])
-        slots = [(e, pos) for e in edges for pos in np.arange(8.0, self.net.lanes[self.net.edge_driving_lane[e]].length - 8.0, 15.0)]
-        order = rng.permutation(len(slots))
-        kinds = ["DEFAULT_VEHTYPE"] * cfg.cars + ["moto"] * cfg.motorcycles + ["DEFAULT_BIKETYPE"] * cfg.cyclists
-        for i, type_id in enumerate(kinds[: len(slots)]):
-            edge, pos = slots[order[i]]
-            rid = f"r{i}"
-            libsumo.route.add(rid, self._walk(rng, edge, 60))
-            libsumo.vehicle.add(f"v{i}", rid, typeID=type_id, depart="0", departLane="best", departPos=f"{pos:.2f}", departSpeed="0")
-        sidewalk_edges = sorted(self.net.edge_sidewalk)
-        for i in range(cfg.pedestrians):
-            pid = f"p{i}"
-            if rng.random() < cfg.crossing_fraction:
-                # start beside the ego's route and head for the far side of that street: forces a crossing
-                edge = ego.edges[rng.integers(len(ego.edges))]
-                origin = edge if edge in self.net.edge_sidewalk else sidewalk_edges[rng.integers(len(sidewalk_edges))]
-                across = self.net.reverse.get(origin)
-                legs = [origin, across if across in self.net.edge_sidewalk else sidewalk_edges[rng.integers(len(sidewalk_edges))]]
-            else:
-                legs = [sidewalk_edges[rng.integers(len(sidewalk_edges))]]
-            legs += [sidewalk_edges[rng.integers(len(sidewalk_edges))] for _ in range(4)]
-            length = self.net.lanes[self.net.edge_sidewalk[legs[0]]].length
-            libsumo.person.add(pid, legs[0], float(rng.uniform(0.0, length)), depart=0.0)
-            added = 0
-            for a, b in zip(legs[:-1], legs[1:]):
-                if a == b:
-                    continue
-                end = float(rng.uniform(0.0, self.net.lanes[self.net.edge_sidewalk[b]].length))
-                for stage in libsumo.simulation.findIntermodalRoute(a, b, arrivalPos=end):
-                    libsumo.person.appendStage(pid, stage)
-                    added += 1
-            if not added:
-                libsumo.person.appendWaitingStage(pid, 1000.0)
+    def reset(self, seed: int, scenario: str = FREE) -> Observation:
+        """Reload SUMO with ``seed``, sample the ego route and traffic from it, and place the ego at the start.
 
-    def reset(self, seed: int) -> Observation:
-        """Reload SUMO with ``seed``, sample the ego route and traffic from it, and place the ego at the start."""
+        A ``scenario`` other than ``free`` (``collect.scenarios``) draws its hazard from the same seed, takes
+        a route that fits it, keeps background vehicles off the street where it plays, and stages it.
+        """
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
+        check_scenarios([scenario])
         global _active, _running
         args = self._sumo_args(seed)
         try:
@@ -231,14 +160,17 @@ class SumoBackend:
             raise ValueError(f"SUMO did not start with {' '.join(args)} (check SumoConfig.sumo_options): {exc}") from exc
         _active = self
         self._pinned = {}
+        self.stage = None
         self._define_types()
         rng = np.random.default_rng(seed)
-        ego = self.sample_route(rng)
+        director = make_director(SCENARIOS[scenario], rng)
+        ego = sample_route(self.net, self.config, rng) if director is None else staged_route(self.net, self.config, director.layout, rng)
         self._ego_route = ego
         self._route_next = {a: b for a, b in zip(ego.edges[:-1], ego.edges[1:])}
-        self._spawn_traffic(rng, ego)
+        spawn_traffic(self.net, self.config, rng, ego, staged=director is not None)
         # the SUMO-side route runs on past the goal so the ego never "arrives" and vanishes
-        libsumo.route.add("ego_route", list(ego.edges) + self._walk(rng, ego.edges[-1], 3)[1:])
+        sumo_edges = list(ego.edges) + walk(self.net, rng, ego.edges[-1], 3)[1:]
+        libsumo.route.add("ego_route", sumo_edges)
         libsumo.vehicle.add(EGO, "ego_route", typeID="ego", depart="now", departLane="best",
                             departPos=f"{ego.start_pos + self.config.vehicle.length / 2:.2f}", departSpeed="0")
         libsumo.vehicle.setSpeedMode(EGO, 0)
@@ -249,6 +181,8 @@ class SumoBackend:
         self._progress = 0.0
         self._controls = Controls()
         self._place_ego()
+        self.stage = None if director is None else SumoStage(self.net, director, ego, sumo_edges)
+        self._direct()
         libsumo.simulationStep()
         r = self.config.agent_radius
         libsumo.vehicle.subscribeContext(EGO, tc.CMD_GET_VEHICLE_VARIABLE, r, _VARS)
@@ -260,6 +194,13 @@ class SumoBackend:
         fx = e.x + math.cos(e.yaw) * vp.length / 2
         fy = e.y + math.sin(e.yaw) * vp.length / 2
         libsumo.vehicle.moveToXY(EGO, "", -1, fx, fy, yaw_to_sumo_angle(e.yaw), 2)
+
+    def _direct(self) -> None:
+        """Let the staged scenario (if any) place its road users for the coming step, from the ego's last
+        observed progress and its current speed."""
+        if self.stage is not None:
+            front = self._progress + self.config.vehicle.length / 2
+            self.stage.apply(libsumo.simulation.getTime() + self.dt, front, self._ego.speed)
 
     # ---- stepping -------------------------------------------------------------------------------------
 
@@ -291,6 +232,7 @@ class SumoBackend:
         self._place_ego()
         for pid, (x, y, angle) in self._pinned.items():
             libsumo.person.moveToXY(pid, "", x, y, angle, 2)
+        self._direct()
         libsumo.simulationStep()
         agents = self._agents()
         lights = self._traffic_lights()
@@ -310,10 +252,14 @@ class SumoBackend:
         """Agents within ``agent_radius`` of the ego (ids kept in ``_agent_ids``, same order)."""
         out, ids = [], []
         results = libsumo.vehicle.getContextSubscriptionResults(EGO)
+        scripted = self.stage.agents if self.stage is not None else {}
         for oid in sorted(results):
             if oid == EGO:
                 continue
             ids.append(oid)
+            if oid in scripted:
+                out.append(scripted[oid])
+                continue
             v = results[oid]
             kind, length, width = self._kind(v[tc.VAR_TYPE])  # persons' types have vClass pedestrian
             yaw = sumo_angle_to_yaw(v[tc.VAR_ANGLE])
