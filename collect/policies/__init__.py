@@ -1,4 +1,5 @@
-"""Driving policies by name: ``random``, ``expert``, or the path of an exported TorchScript policy."""
+"""Driving policies by name: ``random``, ``expert``, an expert variant (``expert-reckless``, ...), or the path of an
+exported TorchScript policy."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 from collect.policies.base import Policy, observation_state
 from collect.policies.expert import ExpertConfig, ExpertPolicy
 from collect.policies.random import RandomConfig, RandomPolicy
+from collect.policies.variants import VARIANTS, NoisyConfig, NoisyExpert, make_variant
 
-BUILTIN = ("random", "expert")
+BUILTIN = ("random", "expert", *VARIANTS)
 
 
 def make_policy(spec: str, seed: int = 0) -> Policy:
@@ -18,6 +20,8 @@ def make_policy(spec: str, seed: int = 0) -> Policy:
         return RandomPolicy(seed=seed)
     if spec == "expert":
         return ExpertPolicy()
+    if spec in VARIANTS:
+        return make_variant(spec, seed)
     path = Path(spec)
     if not path.is_file():
         raise ValueError(f"unknown policy {spec!r}: use one of {', '.join(BUILTIN)} or the path of a TorchScript policy file")
@@ -37,8 +41,11 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BUILTIN",
+    "VARIANTS",
     "ExpertConfig",
     "ExpertPolicy",
+    "NoisyConfig",
+    "NoisyExpert",
     "Policy",
     "RandomConfig",
     "RandomPolicy",

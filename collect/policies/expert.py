@@ -17,6 +17,7 @@ from collect.backend import Observation
 from collect.route import to_ego_frame
 from collect.scene import MapGeometry, Scene
 from collect.vehicle import VehicleParams
+from data_schema.schema import AGENT_KINDS
 
 _PREDICT_T = np.array([0.0, 0.5, 1.0, 1.5, 2.0])  # s, constant-velocity look-ahead for moving agents
 
@@ -39,6 +40,7 @@ class ExpertConfig:
     kerb_distance: float = 2.5  # m: a pedestrian this close to a crosswalk on our path may step onto it
     creep_speed: float = 2.0  # m/s: speed towards such a crosswalk, slow enough to stop within a metre
     obey_lights: bool = True
+    ignore: tuple[str, ...] = ()  # agent kinds it does not yield to (drives as if they were not there)
     vehicle: VehicleParams = field(default_factory=VehicleParams)
 
     def __post_init__(self) -> None:
@@ -50,6 +52,10 @@ class ExpertConfig:
                 raise ValueError(f"ExpertConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.lookahead_max < self.lookahead_min:
             raise ValueError(f"ExpertConfig.lookahead_max ({self.lookahead_max}) < lookahead_min ({self.lookahead_min})")
+        object.__setattr__(self, "ignore", tuple(self.ignore))
+        unknown = sorted(set(self.ignore) - set(AGENT_KINDS))
+        if unknown:
+            raise ValueError(f"ExpertConfig.ignore: unknown agent kind(s) {unknown}; kinds are {', '.join(AGENT_KINDS)}")
 
 
 def _arc(path: np.ndarray) -> np.ndarray:
@@ -97,12 +103,14 @@ def _curvature(path: np.ndarray, s: np.ndarray, window: int = 6) -> np.ndarray:
 
 
 class ExpertPolicy:
-    """Route following with pure pursuit; slows for curves, stops for agents in its path and for red lights."""
+    """Route following with pure pursuit; slows for curves, stops for agents in its path and for red lights.
 
-    name = "expert"
+    ``name`` is what the rows' ``policy`` column records: a variant with another config has its own name.
+    """
 
-    def __init__(self, config: ExpertConfig | None = None) -> None:
+    def __init__(self, config: ExpertConfig | None = None, name: str = "expert") -> None:
         self.config = config or ExpertConfig()
+        self.name = name
         self._crosswalks: tuple[MapGeometry, _CrosswalkIndex] | None = None  # built once per map
 
     def reset(self, seed: int) -> None:
@@ -194,11 +202,12 @@ class ExpertPolicy:
         spans = self._crosswalk_spans(scene, path, s)
         front = vp.length / 2
         stop, v_cap = math.inf, math.inf
-        if scene.agents:
-            arr = np.array([(a.x, a.y, a.yaw, a.speed, a.length, a.width) for a in scene.agents], dtype=np.float64)
+        agents = [a for a in scene.agents if a.kind not in cfg.ignore]
+        if agents:
+            arr = np.array([(a.x, a.y, a.yaw, a.speed, a.length, a.width) for a in agents], dtype=np.float64)
             rel = to_ego_frame(arr[:, :2], scene.ego)
             keep = (rel[:, 0] >= -vp.length) & (np.hypot(rel[:, 0], rel[:, 1]) <= s[-1] + 10.0)
-            walkers = np.array([a.kind == "pedestrian" for a in scene.agents])[keep]
+            walkers = np.array([a.kind == "pedestrian" for a in agents])[keep]
             arr, rel = arr[keep], rel[keep]
             if len(arr):
                 stop = min(stop, self._agent_stop(arr, rel, scene.ego.yaw, path, s, curvature))

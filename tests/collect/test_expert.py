@@ -9,6 +9,7 @@ import pytest
 
 from collect.backend import Controls, Events, Observation
 from collect.backends.sumo import SumoBackend, SumoConfig
+from collect.policies import BUILTIN, VARIANTS, NoisyConfig, NoisyExpert, make_policy
 from collect.policies.expert import ExpertConfig, ExpertPolicy
 from collect.policies.random import RandomConfig, RandomPolicy
 from collect.route import Route, route_state
@@ -133,6 +134,44 @@ def test_expert_config_validates() -> None:
         ExpertConfig(target_speed=0.0)
     with pytest.raises(ValueError, match="lookahead_max"):
         ExpertConfig(lookahead_min=5.0, lookahead_max=4.0)
+
+
+def test_variants_are_the_expert_with_one_flaw_each() -> None:
+    """By name through make_policy, recorded under their own name; each differs from the expert where its flaw is."""
+    variants = {name: make_policy(name, seed=1) for name in VARIANTS}
+    assert {name: p.name for name, p in variants.items()} == {name: name for name in VARIANTS}
+    assert set(VARIANTS) <= set(BUILTIN)
+    crossing = walker(12.0, -3.5, speed=1.4, yaw=math.pi / 2)
+    cyclist = Agent("cyclist", 12.0, -4.5, math.pi / 2, 4.0, 1.6, 0.65)
+    lead = car(15.0, 0.0)
+    for agent in (crossing, cyclist):
+        assert EXPERT.act(observe(STRAIGHT, 6.0, agents=(agent,)))[1] < -0.3
+        assert variants["expert-reckless"].act(observe(STRAIGHT, 6.0, agents=(agent,)))[1] > -0.05
+    assert variants["expert-reckless"].act(observe(STRAIGHT, 6.0, agents=(lead,)))[1] < -0.2  # it still brakes for cars
+    assert variants["expert-ignores-cars"].act(observe(STRAIGHT, 6.0, agents=(lead,)))[1] > -0.05
+    assert variants["expert-ignores-cars"].act(observe(STRAIGHT, 6.0, agents=(crossing,)))[1] < -0.3
+    assert variants["expert-ignores-lights"].act(observe(STRAIGHT, 6.0, lights=(light(15.0, "r"),)))[1] > -0.05
+    cruise = EXPERT.config.target_speed
+    assert EXPERT.act(observe(STRAIGHT, cruise + 1.0))[1] < 0.0 < variants["expert-fast"].act(observe(STRAIGHT, cruise + 1.0))[1]
+    with pytest.raises(ValueError, match="ignore"):
+        ExpertConfig(ignore=("dog",))
+
+
+def test_the_noisy_expert_adds_seeded_gaussian_noise_within_the_action_range() -> None:
+    obs = observe(STRAIGHT, 3.0)
+    clean = EXPERT.act(obs)
+    noisy = NoisyExpert(NoisyConfig(steer_sigma=0.2, accel_sigma=0.5), seed=7)
+    first = np.array([noisy.act(obs) for _ in range(2000)])
+    noisy.reset(7)
+    assert np.array_equal(np.array([noisy.act(obs) for _ in range(2000)]), first)
+    noisy.reset(8)
+    assert not np.array_equal(np.array([noisy.act(obs) for _ in range(2000)]), first)
+    assert first.min() >= -1.0 and first.max() <= 1.0
+    inside = np.all(np.abs(first) < 1.0, axis=1)  # away from the clipped edges the noise is as configured
+    assert np.median(first[inside, 0]) == pytest.approx(clean[0], abs=0.02)
+    assert np.std(first[:, 0]) == pytest.approx(0.2, rel=0.1)
+    with pytest.raises(ValueError, match="accel_sigma"):
+        NoisyConfig(accel_sigma=-0.1)
 
 
 def test_random_policy_is_seeded_smooth_and_bounded() -> None:
