@@ -14,12 +14,15 @@ from collect.env import OUTCOMES, SIMULATORS, DrivingEnv, EnvSpec, EnvStep, Epis
 from collect.policies import BUILTIN, Policy, make_policy, observation_state
 from collect.rollout import EpisodeSummary, RolloutWriter, ShardSummary, drive, run_episode
 from collect.route import Route, RouteState, route_state
+from collect.scenarios import FREE, SCENARIOS, check_scenarios, scenario_for
 from collect.scene import Agent, Lane, MapGeometry, Pose, Scene, TrafficLight
 
 __all__ = [
     "BUILTIN",
     "DEFAULT_NET",
+    "FREE",
     "OUTCOMES",
+    "SCENARIOS",
     "SIMULATORS",
     "Agent",
     "Backend",
@@ -48,6 +51,7 @@ __all__ = [
     "ShardSummary",
     "SumoConfig",
     "TrafficLight",
+    "check_scenarios",
     "collect_episodes",
     "default_run_id",
     "drive",
@@ -55,4 +59,5 @@ __all__ = [
     "observation_state",
     "route_state",
     "run_episode",
+    "scenario_for",
 ]

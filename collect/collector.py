@@ -1,7 +1,7 @@
 """Collecting a run of episodes into a dataset: resumable, in parallel worker processes.
 
 A run is identified by its run id (by default a short hash of the settings that determine its data), and
-owes episodes ``0 .. N-1``. Whatever complete shards of the run already hold is skipped, so re-running the
+owes episodes ``0 .. N-1``; over ``k`` scenarios, episode ``i`` plays the ``i mod k``-th. Whatever complete shards of the run already hold is skipped, so re-running the
 same command after a crash, or with a larger ``episodes``, collects only what is missing. One collector per
 run id at a time: a start cleans the run's leftover tmp files, which another live collector of the same run
 would still be writing.
@@ -32,18 +32,23 @@ from collect.env import EnvSpec
 from collect.policies import make_policy
 from collect.policies.base import Policy
 from collect.rollout import EpisodeSummary, RolloutWriter, ShardSummary
+from collect.scenarios import FREE, scenario_for
 from data_schema import Dataset, DatasetError
 from data_schema.naming import check_run_id, episode_index, shard_name_pattern
 
 #: Settings that say how to reach a simulator, not what it simulates: they leave the default run id alone.
 CONNECTION_FIELDS = frozenset({"host", "port", "timeout_s", "tm_port"})
+#: Settings added after runs existed, left out of the run id while they hold the value those runs had, so
+#: that such runs keep their id and resume.
+ADDED_FIELDS = {"scenarios": (FREE,)}
 
 
 def default_run_id(env: EnvSpec, policy_name: str, seed: int) -> str:
     """A short hash of everything that decides what episode ``i`` of the run contains.
 
     It is the same from any checkout or machine, so a rerun elsewhere resumes: a file (the SUMO network) counts
-    by its content, and how the simulator is reached (CARLA host, ports, timeout) does not count.
+    by its content, how the simulator is reached (CARLA host, ports, timeout) does not count, and the
+    scenarios count unless they are the free town alone (what every run was before scenarios existed).
     """
     key = json.dumps([_run_key(env), policy_name, seed], sort_keys=True, default=repr)
     return "r" + hashlib.sha256(key.encode()).hexdigest()[:10]
@@ -51,8 +56,9 @@ def default_run_id(env: EnvSpec, policy_name: str, seed: int) -> str:
 
 def _run_key(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = dataclasses.fields(value)
-        return {"type": type(value).__name__} | {f.name: _run_key(getattr(value, f.name)) for f in fields if f.name not in CONNECTION_FIELDS}
+        fields = [f.name for f in dataclasses.fields(value) if f.name not in CONNECTION_FIELDS]
+        kept = [name for name in fields if name not in ADDED_FIELDS or getattr(value, name) != ADDED_FIELDS[name]]
+        return {"type": type(value).__name__} | {name: _run_key(getattr(value, name)) for name in kept}
     if isinstance(value, Path):
         return hashlib.sha256(value.read_bytes()).hexdigest()
     if isinstance(value, (list, tuple)):
@@ -60,21 +66,29 @@ def _run_key(value: Any) -> Any:
     return value
 
 
-def completed_episodes(dataset: Dataset, run_id: str, policy_name: str, seed: int) -> dict[int, str]:
+def completed_episodes(
+    dataset: Dataset, run_id: str, policy_name: str, seed: int, scenarios: Sequence[str] = (FREE,)
+) -> dict[int, str]:
     """Episode index -> shard for the episodes of ``run_id`` already on disk.
 
-    Refuses a run whose episodes were collected with another policy or seed: mixing them under one run id
-    would make episode ``i`` mean two different things.
+    Refuses a run whose episodes were collected with another policy, seed or scenario: mixing them under one
+    run id would make episode ``i`` mean two different things.
     """
     done: dict[int, str] = {}
+    columns = ("episode_id", "policy", "seed", "scenario")
     for shard in dataset.run_shards(run_id):
-        table = dataset.read_shard(shard, ["episode_id", "step", "policy", "seed"]).filter(pc.field("step") == 0)
-        for eid, policy, episode_seed in zip(*(table.column(c).to_pylist() for c in ("episode_id", "policy", "seed"))):
+        table = dataset.read_shard(shard, ["step", *columns]).filter(pc.field("step") == 0)
+        for eid, policy, episode_seed, scenario in zip(*(table.column(c).to_pylist() for c in columns)):
             index = episode_index(run_id, eid)
             if policy != policy_name or episode_seed != seed + index:
                 raise DatasetError(
                     f"{dataset.shard_path(shard)}: run {run_id!r} was collected with policy {policy!r} and base seed "
                     f"{episode_seed - index}, not {policy_name!r} and {seed}; choose another --run-id"
+                )
+            if scenario != scenario_for(scenarios, index):
+                raise DatasetError(
+                    f"{dataset.shard_path(shard)}: episode {index} of run {run_id!r} ran scenario {scenario!r}, but "
+                    f"--scenario {' '.join(scenarios)} gives it {scenario_for(scenarios, index)!r}; choose another --run-id"
                 )
             done[index] = shard
     return done
@@ -173,7 +187,7 @@ def collect_episodes(
     run_id = check_run_id(run_id) if run_id is not None else default_run_id(env, policy_obj.name, seed)
     dataset = Dataset.create(dataset_url)
     removed = tuple(dataset.remove_leftovers(owner=shard_name_pattern(run_id)))
-    done = completed_episodes(dataset, run_id, policy_obj.name, seed)
+    done = completed_episodes(dataset, run_id, policy_obj.name, seed, env.scenarios)
     missing = [i for i in range(episodes) if i not in done]
     already = episodes - len(missing)
     if on_plan is not None:

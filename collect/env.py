@@ -6,6 +6,7 @@ is over lives here so that every backend ends episodes by the same rules.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from collect.backend import Backend, Observation, RouteState
 from collect.bev import BevConfig, BevRasteriser
+from collect.scenarios import FREE, SCENARIOS, check_scenarios, scenario_for
 from collect.scene import Scene
 
 #: Why an episode ended (``EnvStep.outcome``).
@@ -105,18 +107,36 @@ class StuckDetector:
 
 
 class DrivingEnv:
-    """Episodes on one backend: ``reset(seed)``, then ``step(action)`` until ``EnvStep.done``."""
+    """Episodes on one backend: ``reset(seed, scenario)``, then ``step(action)`` until ``EnvStep.done``.
 
-    def __init__(self, backend: Backend, rasteriser: Rasteriser, limits: EpisodeLimits = EpisodeLimits()) -> None:
+    ``scenarios`` are the ones a run over this env plays, episode ``i`` the ``scenario_for(scenarios, i)``.
+    A scenario's episode also ends at its ``max_seconds`` (as a step limit), if that comes first.
+    """
+
+    def __init__(
+        self, backend: Backend, rasteriser: Rasteriser, limits: EpisodeLimits = EpisodeLimits(), scenarios: tuple[str, ...] = (FREE,)
+    ) -> None:
         self.backend = backend
         self.rasteriser = rasteriser
         self.limits = limits
+        self.scenarios = check_scenarios(scenarios)
         self._stuck = StuckDetector(limits)
         self._step = 0
+        self._max_steps = limits.max_steps
         self._done = True
 
-    def reset(self, seed: int) -> EnvStep:
-        obs = self.backend.reset(seed)
+    def scenario_for(self, index: int) -> str:
+        """The scenario of episode ``index`` of a run on this env."""
+        return scenario_for(self.scenarios, index)
+
+    def reset(self, seed: int, scenario: str = FREE) -> EnvStep:
+        check_scenarios([scenario])
+        # only a staged scenario is passed on: a backend that stages none (CARLA) keeps its reset(seed)
+        obs = self.backend.reset(seed) if scenario == FREE else self.backend.reset(seed, scenario)
+        max_seconds = SCENARIOS[scenario].max_seconds
+        self._max_steps = self.limits.max_steps
+        if max_seconds is not None:
+            self._max_steps = min(self._max_steps, math.ceil(max_seconds / self.backend.dt - 1e-9))
         self._step = 0
         self._done = False
         self._stuck.reset(obs.route.progress, obs.t)
@@ -142,7 +162,7 @@ class DrivingEnv:
             return "goal"
         if stuck:
             return "stuck"
-        if self._step >= self.limits.max_steps:
+        if self._step >= self._max_steps:
             return "step_limit"
         return None
 
@@ -158,16 +178,23 @@ class EnvSpec:
     """Everything that builds a ``DrivingEnv``: picklable, so worker processes build their own simulator.
 
     ``backend`` is the simulator's own config (``SumoConfig`` / ``CarlaConfig``); None means its defaults.
+    ``scenarios`` are what a run plays (``collect.scenarios``), episode ``i`` the ``i mod k``-th; only SUMO
+    stages scenarios other than ``free``.
     """
 
     sim: str = "sumo"
     backend: Any = None
     bev: BevConfig = field(default_factory=BevConfig)
     limits: EpisodeLimits = field(default_factory=EpisodeLimits)
+    scenarios: tuple[str, ...] = (FREE,)
 
     def __post_init__(self) -> None:
         if self.sim not in SIMULATORS:
             raise ValueError(f"EnvSpec.sim must be one of {SIMULATORS}, got {self.sim!r}")
+        object.__setattr__(self, "scenarios", check_scenarios(self.scenarios))
+        staged = sorted({s for s in self.scenarios if s != FREE})
+        if self.sim != "sumo" and staged:
+            raise ValueError(f"scenario {staged[0]!r} is staged on the SUMO town only; --sim {self.sim} runs scenario 'free'")
 
     def build(self) -> DrivingEnv:
         """Start the simulator (imported here: the CARLA client is optional, libsumo is one per process)."""
@@ -179,4 +206,4 @@ class EnvSpec:
             from collect.backends.carla import CarlaBackend
 
             backend = CarlaBackend(self.backend)
-        return DrivingEnv(backend, BevRasteriser(self.bev), self.limits)
+        return DrivingEnv(backend, BevRasteriser(self.bev), self.limits, self.scenarios)

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from collect.backend import Observation
 from collect.route import to_ego_frame, wrap_angle
+from collect.scenarios import FREE
 from data_schema import RAW_STEP_SCHEMA, ROUTE_AHEAD_POINTS, encode_jpeg, encode_png
 from data_schema.schema import ACTION_SIZE, ACTION_TYPE, AGENT_TYPE, POINT_TYPE
 
@@ -37,9 +38,9 @@ class StepFlags:
 class EpisodeRows:
     """Accumulates the rows of one episode; ``table()`` returns them as an Arrow table in schema order."""
 
-    def __init__(self, episode_id: str, seed: int, policy: str, backend: str, map_name: str) -> None:
+    def __init__(self, episode_id: str, seed: int, policy: str, backend: str, map_name: str, scenario: str = FREE) -> None:
         self.episode_id = episode_id
-        self._constants = {"seed": seed, "policy": policy, "backend": backend, "map": map_name}
+        self._constants = {"seed": seed, "policy": policy, "backend": backend, "map": map_name, "scenario": scenario}
         self._columns: dict[str, list] = {
             name: [] for name in ("t", "bev", "camera", "x", "y", "collision_with", *_FLOAT32_COLUMNS, *_BOOL_COLUMNS)
         }
@@ -119,6 +120,7 @@ class EpisodeRows:
             "map": pa.array([self._constants["map"]] * n, pa.string()),
             "seed": pa.array(np.full(n, self._constants["seed"], dtype=np.int64)),
             "policy": pa.array([self._constants["policy"]] * n, pa.string()),
+            "scenario": pa.array([self._constants["scenario"]] * n, pa.string()),
             "bev": pa.array(col["bev"], pa.binary()),
             "camera": pa.array(col["camera"], pa.binary()),
             "x": pa.array(np.asarray(col["x"], dtype=np.float64)),

@@ -3,8 +3,9 @@
 This is the in-process API: ``pipeline collect`` runs one ``RolloutWriter`` per worker process, and the
 train stage uses one directly to collect with its latest policy.
 
-Episode ``i`` of a run has the id ``<run_id>-<i:06d>`` and the seed ``base_seed + i``, so a rerun knows what
-it owes and the same episode is the same episode wherever it is collected.
+Episode ``i`` of a run has the id ``<run_id>-<i:06d>``, the seed ``base_seed + i`` and the scenario
+``env.scenario_for(i)`` (the ``i mod k``-th of the env's scenarios), so a rerun knows what it owes and the same
+episode is the same episode wherever it is collected.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pyarrow as pa
 from collect.env import DrivingEnv, EnvStep
 from collect.episode_rows import EpisodeRows, StepFlags
 from collect.policies.base import Policy
+from collect.scenarios import FREE
 from data_schema import Dataset, episode_id, new_shard_name
 
 
@@ -28,6 +30,7 @@ class EpisodeSummary:
     seed: int
     steps: int  # actions taken; the episode has steps + 1 rows
     outcome: str
+    scenario: str = FREE
 
 
 @dataclass(frozen=True)
@@ -40,11 +43,11 @@ class ShardSummary:
         return sum(e.steps for e in self.episodes)
 
 
-def drive(env: DrivingEnv, policy: Policy, seed: int) -> Iterator[tuple[EnvStep, np.ndarray | None]]:
-    """One episode from ``env.reset(seed)`` to its end: each step with the policy's action from it, and the
-    final step (``done``) with None. The one episode loop: what ends an episode is the env's rule alone."""
+def drive(env: DrivingEnv, policy: Policy, seed: int, scenario: str = FREE) -> Iterator[tuple[EnvStep, np.ndarray | None]]:
+    """One episode from ``env.reset(seed, scenario)`` to its end: each step with the policy's action from it, and
+    the final step (``done``) with None. The one episode loop: what ends an episode is the env's rule alone."""
     policy.reset(seed)
-    current = env.reset(seed)
+    current = env.reset(seed, scenario)
     while not current.done:
         action = policy.act(current.obs, current.bev)
         yield current, action
@@ -52,10 +55,10 @@ def drive(env: DrivingEnv, policy: Policy, seed: int) -> Iterator[tuple[EnvStep,
     yield current, None
 
 
-def run_episode(env: DrivingEnv, policy: Policy, episode_id: str, seed: int) -> tuple[pa.Table, str]:
-    """Drive one episode from ``env.reset(seed)`` to its end; return its rows and why it ended."""
-    rows = EpisodeRows(episode_id, seed, policy.name, env.backend.name, env.backend.map_name)
-    for current, action in drive(env, policy, seed):
+def run_episode(env: DrivingEnv, policy: Policy, episode_id: str, seed: int, scenario: str = FREE) -> tuple[pa.Table, str]:
+    """Drive one episode from ``env.reset(seed, scenario)`` to its end; return its rows and why it ended."""
+    rows = EpisodeRows(episode_id, seed, policy.name, env.backend.name, env.backend.map_name, scenario)
+    for current, action in drive(env, policy, seed, scenario):
         if action is not None:
             rows.add(current.obs, current.bev, action)
     flags = StepFlags(stuck=current.stuck, terminated=current.terminated, truncated=current.truncated, is_last=True)
@@ -113,9 +116,9 @@ class RolloutWriter:
         return shards
 
     def _episode(self, index: int) -> tuple[pa.Table, EpisodeSummary]:
-        eid, seed = episode_id(self.run_id, index), self.base_seed + index
-        table, outcome = run_episode(self.env, self.policy, eid, seed)
-        summary = EpisodeSummary(eid, index, seed, table.num_rows - 1, outcome)
+        eid, seed, scenario = episode_id(self.run_id, index), self.base_seed + index, self.env.scenario_for(index)
+        table, outcome = run_episode(self.env, self.policy, eid, seed, scenario)
+        summary = EpisodeSummary(eid, index, seed, table.num_rows - 1, outcome, scenario)
         if self.on_episode is not None:
             self.on_episode(summary)
         return table, summary

@@ -139,20 +139,22 @@ class Dataset:
         return pa.concat_tables(tables)
 
     def episodes(self) -> pd.DataFrame:
-        """One row per episode: shard, steps, policy, seed, how it ended."""
+        """One row per episode: shard, steps, policy, scenario, seed, how it ended."""
         endings = ["collision", "off_road", "stuck", "terminated", "truncated", "route_completion"]
-        cols = ["episode_id", "step", "policy", "seed", *endings, "is_last"]
+        cols = ["episode_id", "step", "policy", "scenario", "seed", *endings, "is_last"]
         frames = []
         for shard, table in self.iter_steps(cols):
             df = table.to_pandas()
             last = df[df["is_last"]].set_index("episode_id")
-            agg = df.groupby("episode_id", sort=False).agg(steps=("step", "size"), policy=("policy", "first"), seed=("seed", "first"))
+            agg = df.groupby("episode_id", sort=False).agg(
+                steps=("step", "size"), policy=("policy", "first"), scenario=("scenario", "first"), seed=("seed", "first")
+            )
             agg["shard"] = shard
             for c in endings:
                 agg[c] = last[c]
             frames.append(agg.reset_index())
         if not frames:
-            return pd.DataFrame(columns=["episode_id", "steps", "policy", "seed", "shard", *endings])
+            return pd.DataFrame(columns=["episode_id", "steps", "policy", "scenario", "seed", "shard", *endings])
         return pd.concat(frames, ignore_index=True)
 
     def remove_leftovers(self, owner: str | re.Pattern[str] = "") -> list[str]:

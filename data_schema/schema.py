@@ -1,8 +1,8 @@
 """Arrow schemas of the on-disk dataset: raw episode steps and label rows (schema_version 2).
 
-Version 2 added the dynamic pathway's similarities ``sim_dyn_pos`` / ``sim_dyn_desc`` to label rows (raw rows
-are unchanged, so version-1 raw shards read as they are; version-1 label sets carry another hash and are
-relabelled).
+Version 2 added the dynamic pathway's similarities ``sim_dyn_pos`` / ``sim_dyn_desc`` to label rows (version-1
+label sets carry another hash and are relabelled) and the raw column ``scenario`` (version-1 raw shards read it
+as ``free``: see ``ADDED_COLUMNS``).
 
 The schemas are the contract between stages. Conventions:
 
@@ -13,6 +13,9 @@ The schemas are the contract between stages. Conventions:
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -59,6 +62,8 @@ RAW_STEP_SCHEMA = pa.schema(
         pa.field("map", pa.string(), nullable=False),
         pa.field("seed", pa.int64(), nullable=False),
         pa.field("policy", pa.string(), nullable=False),
+        # the scenario the episode ran (collect.scenarios): "free" is the town's own traffic
+        pa.field("scenario", pa.string(), nullable=False),
         # images
         pa.field("bev", pa.binary(), nullable=False),
         pa.field("camera", pa.binary(), nullable=True),
@@ -138,6 +143,22 @@ KEY_COLUMNS = ("episode_id", "step")
 IMAGE_COLUMNS = ("bev", "camera")
 
 SCHEMAS = {"episodes": RAW_STEP_SCHEMA, "labels": LABEL_SCHEMA}
+
+
+@dataclass(frozen=True)
+class AddedColumn:
+    """A column that schema ``version`` added: shards written before it lack the column, and a reader gives
+    them ``default`` in every row, so old datasets read like new ones without being rewritten."""
+
+    version: int
+    default: Any
+
+
+#: Per kind, the columns added after version 1 that older shards are read with.
+ADDED_COLUMNS: dict[str, dict[str, AddedColumn]] = {
+    "episodes": {"scenario": AddedColumn(version=2, default="free")},
+    "labels": {},
+}
 
 
 def with_metadata(schema: pa.Schema, kind: str, label_set_hash: str | None = None) -> pa.Schema:

@@ -11,7 +11,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data_schema.errors import DatasetError, SchemaError
-from data_schema.schema import ACTION_SIZE, META_KIND, META_LABEL_SET_HASH, META_SCHEMA_VERSION, SCHEMA_VERSION, SCHEMAS, with_metadata
+from data_schema.schema import (
+    ACTION_SIZE,
+    ADDED_COLUMNS,
+    META_KIND,
+    META_LABEL_SET_HASH,
+    META_SCHEMA_VERSION,
+    SCHEMA_VERSION,
+    SCHEMAS,
+    with_metadata,
+)
 from data_schema.storage import atomic_write, is_local
 
 
@@ -45,7 +54,8 @@ def write_shard(
     table = table.replace_schema_metadata(with_metadata(table.schema, kind, label_set_hash).metadata)
 
     def write(f: io.BufferedIOBase) -> None:
-        pq.write_table(table, f, compression="zstd", row_group_size=4096, use_dictionary=["backend", "map", "policy", "gate_source"])
+        dictionary = ["backend", "map", "policy", "scenario", "gate_source"]
+        pq.write_table(table, f, compression="zstd", row_group_size=4096, use_dictionary=dictionary)
 
     atomic_write(fs, path, write)
 
@@ -67,7 +77,8 @@ def shard_metadata(fs: fsspec.AbstractFileSystem, path: str) -> dict[bytes, byte
         raise SchemaError(path, f"not a readable Parquet file ({e}); delete it and rerun the stage that wrote it") from e
 
 
-def check_metadata(path: str, meta: dict[bytes, bytes], kind: str) -> None:
+def check_metadata(path: str, meta: dict[bytes, bytes], kind: str) -> int:
+    """The shard's schema version, once its metadata says it is a shard of ``kind`` this code can read."""
     version = meta.get(META_SCHEMA_VERSION)
     if version is None:
         raise SchemaError(path, "no schema_version in its metadata: not written by this pipeline")
@@ -77,6 +88,17 @@ def check_metadata(path: str, meta: dict[bytes, bytes], kind: str) -> None:
         )
     if meta.get(META_KIND, kind.encode()) != kind.encode():
         raise SchemaError(path, f"holds {meta[META_KIND].decode()} rows, expected {kind}")
+    return int(version)
+
+
+def _filled(path: str, kind: str, version: int, missing: Sequence[str]) -> dict[str, object]:
+    """Default values for the ``missing`` columns of a shard of ``version``: columns added after it get their
+    ``ADDED_COLUMNS`` default; any other missing column is an error naming it."""
+    added = ADDED_COLUMNS[kind]
+    for name in missing:
+        if name not in added or version >= added[name].version:
+            raise SchemaError(path, "column missing from the shard", column=name)
+    return {name: added[name].default for name in missing}
 
 
 def read_shard(
@@ -96,16 +118,14 @@ def read_shard(
         with _open(fs, path) as f:
             parquet = pq.ParquetFile(f)
             meta = parquet.schema_arrow.metadata or {}
-            check_metadata(path, meta, kind)
+            version = check_metadata(path, meta, kind)
             if label_set_hash is not None and meta.get(META_LABEL_SET_HASH, b"").decode() != label_set_hash:
                 found = meta.get(META_LABEL_SET_HASH, b"<none>").decode()
                 raise SchemaError(path, f"stale label shard: label-set hash {found}, expected {label_set_hash}")
             wanted = list(columns) if columns is not None else schema.names
             present = parquet.schema_arrow.names
-            missing = [c for c in wanted if c not in present]
-            if missing:
-                raise SchemaError(path, "column missing from the shard", column=missing[0])
-            table = parquet.read(columns=wanted, use_threads=is_local(fs))
+            defaults = _filled(path, kind, version, [c for c in wanted if c not in present])
+            table = parquet.read(columns=[c for c in wanted if c in present], use_threads=is_local(fs))
     except SchemaError:
         raise
     except FileNotFoundError:
@@ -113,7 +133,12 @@ def read_shard(
     except (pa.ArrowInvalid, OSError) as e:
         raise SchemaError(path, f"corrupt or truncated Parquet file ({e}); delete it and rerun the stage that wrote it") from e
     for name in wanted:
+        if name in defaults:
+            continue
         expected = schema.field(name).type
         if table.schema.field(name).type != expected:
             raise SchemaError(path, f"type {table.schema.field(name).type}, expected {expected}", column=name)
+    if defaults:
+        columns = [table.column(c) if c not in defaults else pa.repeat(pa.scalar(defaults[c], schema.field(c).type), table.num_rows) for c in wanted]
+        table = pa.Table.from_arrays(columns, schema=pa.schema([schema.field(c) for c in wanted], metadata=table.schema.metadata))
     return table

@@ -31,6 +31,7 @@ def episode_table(episode_id: str, rows: int, **columns: Any) -> pa.Table:
         "map": "town",
         "seed": 0,
         "policy": "random",
+        "scenario": "free",
         "bev": _BLANK_BEV,
         "camera": None,
         "x": np.arange(rows, dtype=np.float64),

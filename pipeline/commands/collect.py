@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections import Counter
 
 import click
 from tqdm import tqdm
 
-from collect import CarlaConfig, CarlaUnavailable, CollectSummary, EnvSpec, EpisodeLimits, EpisodeSummary, SumoConfig, collect_episodes
+from collect import (
+    BUILTIN,
+    FREE,
+    SCENARIOS,
+    CarlaConfig,
+    CarlaUnavailable,
+    CollectSummary,
+    EnvSpec,
+    EpisodeLimits,
+    EpisodeSummary,
+    SumoConfig,
+    collect_episodes,
+)
 from data_schema import Dataset, DatasetError
 
 #: Errors that carry a message for the user; anything else is a bug and keeps its traceback.
@@ -31,7 +44,12 @@ def _backend(sim: str, host: str, port: int, timeout: float) -> tuple[object, tu
 @click.option("--episodes", type=click.IntRange(min=0), required=True,
               help="Episodes the run should hold; a rerun collects only those not in the dataset yet.")
 @click.option("--policy", default="expert", show_default=True,
-              help="'expert' (route following that yields), 'random', or the path of an exported TorchScript policy.")
+              help=f"A built-in policy ({', '.join(BUILTIN)}: 'expert' follows its route and yields, its variants "
+                   "each have one flaw, see collect/policies/variants.py), or the path of an exported TorchScript policy.")
+@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(list(SCENARIOS)), default=(FREE,), show_default=True,
+              help="What each episode plays: the free town, or a short route with a timed hazard (see "
+                   "collect/scenarios). Repeatable: over k scenarios episode i plays the (i mod k)-th, so the same "
+                   "command resumes; name one twice to give it twice the episodes. SUMO only.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Base seed: episode i runs with seed + i (route, traffic, policy noise).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=EpisodeLimits.max_steps, show_default=True,
@@ -47,18 +65,20 @@ def _backend(sim: str, host: str, port: int, timeout: float) -> tuple[object, tu
 @click.option("--port", type=int, default=2000, show_default=True, help="CARLA server port.")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the CARLA server.")
 def collect(
-    dataset: str, sim: str, episodes: int, policy: str, seed: int, max_steps: int, workers: int,
-    run_id: str | None, episodes_per_shard: int, host: str, port: int, timeout: float,
+    dataset: str, sim: str, episodes: int, policy: str, scenarios: tuple[str, ...], seed: int, max_steps: int,
+    workers: int, run_id: str | None, episodes_per_shard: int, host: str, port: int, timeout: float,
 ) -> None:  # fmt: skip
     """Drive episodes with a policy and write them to the dataset DATASET as raw shards.
 
     DATASET is a directory or fsspec URL; it is created if needed. Episodes end on a collision, leaving the
-    road, being stuck for 40 s, reaching the route's end, or --max-steps. Shards are written atomically and
-    hold whole episodes, so an interrupted run is resumed by running the same command again.
+    road, being stuck for 40 s, reaching the route's end, or --max-steps (a scenario's episode after 30 s at
+    most). Shards are written atomically and hold whole episodes, so an interrupted run is resumed by running
+    the same command again.
 
     \b
     Examples:
       pipeline collect data/town --episodes 200 --workers 2
+      pipeline collect data/hazards --episodes 100 --scenario ped_crossing --scenario lead_brake --policy expert-reckless
       pipeline collect data/town --episodes 50 --policy runs/sac/policy.pt --seed 1000
       pipeline collect data/carla --sim carla --host 10.0.0.5 --episodes 20
     """
@@ -82,7 +102,7 @@ def collect(
     try:
         backend, backend_errors = _backend(sim, host, port, timeout)
         errors += backend_errors
-        env = EnvSpec(sim=sim, backend=backend, limits=EpisodeLimits(max_steps=max_steps))
+        env = EnvSpec(sim=sim, backend=backend, limits=EpisodeLimits(max_steps=max_steps), scenarios=scenarios)
         summary = collect_episodes(dataset, env, policy, episodes, seed, run_id, workers, episodes_per_shard, on_episode, on_plan)
     except errors as e:
         raise click.ClickException(str(e)) from None
@@ -101,6 +121,11 @@ def _describe(summary: CollectSummary) -> str:
         f"steps {summary.steps} in {summary.seconds:.1f} s ({rate:.0f} steps/s), shards written {len(summary.shards)}",
         f"outcomes: {outcomes}",
     ]
+    scenarios = sorted({e.scenario for e in summary.episodes})
+    if scenarios != [FREE] and scenarios:
+        for scenario in scenarios:
+            counts = Counter(e.outcome for e in summary.episodes if e.scenario == scenario)
+            lines.append(f"  {scenario}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if summary.removed_leftovers:
         lines.append(f"removed {len(summary.removed_leftovers)} leftover tmp file(s) of an interrupted run")
     return "\n".join(lines)

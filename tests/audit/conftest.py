@@ -107,6 +107,7 @@ def episode_rows(i: int, rng: np.random.Generator) -> list[dict]:
                 "map": "town",
                 "seed": i,
                 "policy": "expert",
+                "scenario": "free",
                 "bev": bev_frame(ped, rng),
                 "camera": camera_frame(ped),
                 "x": float(step * 0.5),

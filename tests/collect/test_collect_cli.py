@@ -93,7 +93,7 @@ def test_default_run_id_resumes_the_same_command(tmp_path) -> None:
 def test_default_run_id_depends_on_what_is_simulated_not_where_or_how_it_is_reached(tmp_path) -> None:
     from collect.backends.carla import CarlaConfig
     from collect.backends.sumo import DEFAULT_NET, SumoConfig
-    from collect.collector import default_run_id
+    from collect.collector import _run_key, default_run_id
     from collect.env import EnvSpec
 
     copied = tmp_path / "elsewhere" / "town.net.xml"
@@ -102,6 +102,10 @@ def test_default_run_id_depends_on_what_is_simulated_not_where_or_how_it_is_reac
     here = default_run_id(EnvSpec(backend=SumoConfig()), "expert", 0)
     assert default_run_id(EnvSpec(backend=SumoConfig(net_file=copied)), "expert", 0) == here
     assert default_run_id(EnvSpec(backend=SumoConfig(cars=3)), "expert", 0) != here
+    assert default_run_id(EnvSpec(backend=SumoConfig(), scenarios=("free",)), "expert", 0) == here
+    staged = default_run_id(EnvSpec(backend=SumoConfig(), scenarios=("ped_crossing", "free")), "expert", 0)
+    assert staged != here and staged != default_run_id(EnvSpec(backend=SumoConfig(), scenarios=("free", "ped_crossing")), "expert", 0)
+    assert "scenarios" not in _run_key(EnvSpec()) and _run_key(EnvSpec(scenarios=("red_light",)))["scenarios"] == ["red_light"]
     carla = default_run_id(EnvSpec("carla", CarlaConfig()), "expert", 0)
     assert default_run_id(EnvSpec("carla", CarlaConfig(host="10.0.0.2", port=3000, timeout_s=60.0, tm_port=9000)), "expert", 0) == carla
     assert default_run_id(EnvSpec("carla", CarlaConfig(town="Town05")), "expert", 0) != carla
@@ -117,6 +121,28 @@ def test_a_run_cleans_only_its_own_leftovers(tmp_path) -> None:
         path.write_bytes(b"partial")
     assert run(collect, url, "--episodes", "1", "--max-steps", "5", "--run-id", "cli").exit_code == 0
     assert not mine.exists() and other_runs.exists()
+
+
+def test_scenarios_are_assigned_in_turn_recorded_per_episode_and_resume(tmp_path) -> None:
+    url = str(tmp_path / "ds")
+    scenarios = ["--scenario", "lead_brake", "--scenario", "free"]
+    first = run(collect, url, "--episodes", "3", "--max-steps", "8", "--episodes-per-shard", "1", *scenarios)
+    assert first.exit_code == 0, first.output
+    run_id = first.output.split("run ", 1)[1].split(":", 1)[0]
+    more = run(collect, url, "--episodes", "4", "--max-steps", "8", "--episodes-per-shard", "1", *scenarios)
+    assert more.exit_code == 0, more.output
+    assert f"run {run_id}: 1 episodes collected, 3 already present" in more.output
+    episodes = Dataset.open(url).episodes().set_index("episode_id")
+    assert {eid: episodes.loc[eid, "scenario"] for eid in episodes.index} == {
+        f"{run_id}-{i:06d}": ("lead_brake", "free")[i % 2] for i in range(4)
+    }
+    steps = Dataset.open(url).read_steps(["scenario"]).to_pandas()
+    assert steps.groupby("episode_id")["scenario"].nunique().eq(1).all()  # every row of an episode says it
+    # another choice of scenarios is another run; under the same explicit run id it is refused
+    other = run(collect, url, "--episodes", "1", "--max-steps", "8", "--scenario", "lead_brake")
+    assert other.exit_code == 0 and f"run {run_id}:" not in other.output
+    clash = run(collect, url, "--episodes", "4", "--max-steps", "8", "--run-id", run_id, "--scenario", "free")
+    assert clash.exit_code != 0 and "ran scenario 'lead_brake'" in clash.output and "--run-id" in clash.output
 
 
 def test_rerun_with_other_settings_under_one_run_id_is_refused(tmp_path) -> None:
@@ -135,6 +161,8 @@ def test_rerun_with_other_settings_under_one_run_id_is_refused(tmp_path) -> None
         (["--episodes", "1", "--policy", "nope"], "unknown policy 'nope'"),
         (["--episodes", "1", "--policy", "expert", "--run-id", "bad/id"], "invalid run id"),
         (["--episodes", "-1"], "-1 is not in the range"),
+        (["--episodes", "1", "--scenario", "zebra"], "'zebra' is not one of"),
+        (["--episodes", "1", "--sim", "carla", "--scenario", "red_light"], "staged on the SUMO town only"),
     ],
 )
 def test_bad_options_give_clear_errors(tmp_path, args: list[str], message: str) -> None:

@@ -145,11 +145,29 @@ def test_newer_schema_version_and_missing_column_are_named(dataset):
         dataset.read_shard("s1")
 
 
-def test_raw_shards_of_schema_version_1_still_read(dataset):
-    """Version 2 changed only label rows: raw shards written by version 1 stay readable."""
+def test_raw_shards_of_schema_version_1_read_the_added_scenario_column_as_free(dataset):
+    """Version 2 added the raw column ``scenario``: a version-1 shard lacks it and reads as the free town."""
     table = dataset.read_shard("s1")
-    pq.write_table(table.replace_schema_metadata({META_SCHEMA_VERSION: b"1", b"drive_vlm_rl.kind": b"episodes"}), dataset.shard_path("s1"))
-    assert dataset.read_shard("s1").equals(table)
+    v1 = table.drop_columns(["scenario"]).replace_schema_metadata({META_SCHEMA_VERSION: b"1", b"drive_vlm_rl.kind": b"episodes"})
+    pq.write_table(v1, dataset.shard_path("s1"))
+    back = dataset.read_shard("s1")
+    assert back.column_names == RAW_STEP_SCHEMA.names
+    assert back.column("scenario").to_pylist() == ["free"] * table.num_rows
+    assert back.drop_columns(["scenario"]).equals(table.drop_columns(["scenario"]))
+    assert dataset.read_shard("s1", ["scenario"]).column("scenario").to_pylist() == ["free"] * table.num_rows
+    assert dataset.read_shard("s1", ["speed"]).column_names == ["speed"]
+    assert set(dataset.episodes().set_index("episode_id")["scenario"]) == {"free"}
+
+    # a shard of the version that added the column must have it
+    pq.write_table(v1.replace_schema_metadata({META_SCHEMA_VERSION: b"2", b"drive_vlm_rl.kind": b"episodes"}), dataset.shard_path("s1"))
+    with pytest.raises(SchemaError, match=r"s1\.parquet, column 'scenario'"):
+        dataset.read_shard("s1")
+
+
+def test_the_added_column_is_required_on_write(tmp_path):
+    ds = Dataset.create(str(tmp_path / "ds"))
+    with pytest.raises(SchemaError, match="column 'scenario'"):
+        ds.write_episode_shard("old", raw_episode("e", 3).drop_columns(["scenario"]))
 
 
 def test_unknown_column_request_is_named(dataset):
