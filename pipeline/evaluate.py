@@ -1,9 +1,10 @@
 """Evaluation of a driving policy on fixed seeds and routes, with the metrics of VLM-RL.
 
-Episode ``i`` of an evaluation runs with seed ``S + i`` on the SUMO town, which fixes its route and traffic,
-so two policies evaluated with the same ``--seed`` and ``--episodes`` drive the same routes. Episodes are
-written to a dataset like any collection and the metrics are computed from those rows, so every figure
-can be audited with the notebook tools. A trained policy is evaluated as deployed: its TorchScript
+Episode ``i`` of an evaluation runs with seed ``S + i`` on the SUMO town, and over ``k`` scenarios plays the
+``i mod k``-th, which fixes its route, traffic and hazard, so two policies evaluated with the same ``--seed``,
+``--episodes`` and ``--scenario`` drive the same routes and meet the same hazards; metrics are given over all
+episodes and per scenario. Episodes are written to a dataset like any collection and the metrics are computed
+from those rows, so every figure can be audited with the notebook tools. A trained policy is evaluated as deployed: its TorchScript
 export, deterministic (tanh of the SAC mean).
 
 Metric definitions (an episode ends on collision, leaving the road, being stuck, reaching the goal, or the
@@ -30,13 +31,13 @@ step limit):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from collect import EnvSpec, EpisodeLimits, collect_episodes
+from collect import FREE, EnvSpec, EpisodeLimits, collect_episodes
 from data_schema import Dataset, episode_id
 
 __all__ = ["EvalMetrics", "compute_metrics", "episode_table", "evaluate_policy", "format_table"]
@@ -63,6 +64,7 @@ class EvalMetrics:
     success_rate: float
     collisions_per_km: float | None
     collisions_per_1000_steps: float
+    by_scenario: dict[str, "EvalMetrics"] = field(default_factory=dict)  # the same figures per scenario
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,7 +95,15 @@ def episode_table(steps: pd.DataFrame) -> pd.DataFrame:
 
 
 def compute_metrics(steps: pd.DataFrame) -> EvalMetrics:
-    """The metrics of the module docstring from raw step rows of whole episodes."""
+    """The metrics of the module docstring from raw step rows of whole episodes; per scenario as well where
+    the rows have a ``scenario`` column."""
+    overall = _metrics(steps)
+    if "scenario" not in steps.columns:
+        return overall
+    return replace(overall, by_scenario={name: _metrics(rows) for name, rows in steps.groupby("scenario", sort=True)})
+
+
+def _metrics(steps: pd.DataFrame) -> EvalMetrics:
     episodes = episode_table(steps)
     if episodes.empty:
         raise ValueError("no episodes to evaluate")
@@ -114,17 +124,24 @@ def compute_metrics(steps: pd.DataFrame) -> EvalMetrics:
 
 
 def evaluate_policy(
-    policy: str, dataset_url: str, episodes: int, seed: int, max_steps: int, on_episode: Any = None
+    policy: str,
+    dataset_url: str,
+    episodes: int,
+    seed: int,
+    max_steps: int,
+    on_episode: Any = None,
+    scenarios: Sequence[str] = (FREE,),
 ) -> EvalMetrics:
-    """Drive ``episodes`` episodes (seeds ``seed .. seed + episodes - 1``) with ``policy`` and measure them.
+    """Drive ``episodes`` episodes (seeds ``seed .. seed + episodes - 1``, episode ``i`` playing the ``i mod k``-th
+    of the ``k`` scenarios) with ``policy`` and measure them, over all and per scenario.
 
-    ``policy`` is ``random``, ``expert`` or a TorchScript file; episodes already in ``dataset_url`` from the
-    same policy and seeds are reused, not driven again.
+    ``policy`` is a built-in policy name or a TorchScript file; episodes already in ``dataset_url`` from the
+    same policy, seeds and scenarios are reused, not driven again.
     """
-    env = EnvSpec(limits=EpisodeLimits(max_steps=max_steps))
+    env = EnvSpec(limits=EpisodeLimits(max_steps=max_steps), scenarios=tuple(scenarios))
     summary = collect_episodes(dataset_url, env, policy, episodes, seed, on_episode=on_episode)
     dataset = Dataset.open(dataset_url)
-    table = dataset.read_steps(list(METRIC_COLUMNS), shards=dataset.run_shards(summary.run_id)).to_pandas()
+    table = dataset.read_steps([*METRIC_COLUMNS, "scenario"], shards=dataset.run_shards(summary.run_id)).to_pandas()
     wanted = {episode_id(summary.run_id, i) for i in range(episodes)}
     return compute_metrics(table[table["episode_id"].isin(wanted)])
 

@@ -11,14 +11,15 @@ import click
 import torch
 from tqdm import tqdm
 
+from collect import BUILTIN, FREE, SCENARIOS
 from pipeline.commands.train import USER_ERRORS
 from pipeline.evaluate import evaluate_policy, format_table
 from train import RunDir, export_torchscript, load_agent, measure_latency
 
 
 def _policy_file(target: str, workdir: Path) -> str:
-    """``random``/``expert`` as is, a TorchScript file as is, or a run/checkpoint exported to TorchScript."""
-    if target in ("random", "expert") or target.endswith(".pt"):
+    """A built-in policy as is, a TorchScript file as is, or a run/checkpoint exported to TorchScript."""
+    if target in BUILTIN or target.endswith(".pt"):
         return target
     checkpoint = RunDir(target).latest_checkpoint() if Path(target).is_dir() else Path(target)
     out = workdir / f"{uuid.uuid4().hex[:8]}.pt"
@@ -31,21 +32,25 @@ def _policy_file(target: str, workdir: Path) -> str:
 @click.option("--episodes", type=click.IntRange(min=1), default=10, show_default=True, help="Episodes per policy.")
 @click.option("--seed", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Episode i runs with seed + i (route and traffic): same seed, same routes for every policy.")
+@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(list(SCENARIOS)), default=(FREE,), show_default=True,
+              help="What the episodes play (see collect/scenarios); repeatable: over k scenarios episode i plays the "
+                   "(i mod k)-th. Metrics are reported over all episodes and per scenario.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Actions per episode before truncation.")
 @click.option("--dataset", "dataset_dir", type=click.Path(file_okay=False), default=None,
               help="Keep the evaluation episodes in this dataset (reused on a rerun). Default: a temporary one.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the metrics here. Default: RUN_DIR/evaluation-seed<S>-n<N>.json for each run directory, "
-                   "else ./evaluation-seed<S>-n<N>.json.")
+                   "else ./evaluation-seed<S>-n<N>.json (with -<scenario>+... before .json unless the scenario is free).")
 def evaluate(
-    targets: tuple[str, ...], episodes: int, seed: int, max_steps: int, dataset_dir: str | None, json_path: str | None
-) -> None:
+    targets: tuple[str, ...], episodes: int, seed: int, scenarios: tuple[str, ...], max_steps: int,
+    dataset_dir: str | None, json_path: str | None,
+) -> None:  # fmt: skip
     """Evaluate policies on fixed SUMO routes: collision rate, route completion, speed, distance, success.
 
     Each TARGET is a run directory (its latest checkpoint), a checkpoint file (.d3), an exported TorchScript
-    policy (.pt), `random` or `expert`; trained policies run as exported (deterministic). Metric definitions:
-    see pipeline/evaluate.py.
+    policy (.pt), or a built-in policy (`expert`, `random`, an expert variant); trained policies run as
+    exported (deterministic). Metric definitions: see pipeline/evaluate.py.
     """
     results = {}
     with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
@@ -54,14 +59,23 @@ def evaluate(
             bar = tqdm(total=episodes, desc=f"evaluate {target}", unit="episode", leave=False, disable=None)
             try:
                 policy = _policy_file(target, Path(tmp))
-                results[target] = evaluate_policy(policy, data, episodes, seed, max_steps, on_episode=lambda _: bar.update())
+                results[target] = evaluate_policy(
+                    policy, data, episodes, seed, max_steps, on_episode=lambda _: bar.update(), scenarios=scenarios
+                )
             except USER_ERRORS as e:
                 raise click.ClickException(f"{target}: {e}") from None
             finally:
                 bar.close()
     click.echo(format_table(results))
-    document = {"seed": seed, "episodes": episodes, "max_steps": max_steps, "results": {t: m.as_dict() for t, m in results.items()}}
-    name = f"evaluation-seed{seed}-n{episodes}.json"
+    played = [s for s in dict.fromkeys(scenarios) if all(s in m.by_scenario for m in results.values())]
+    if len(played) > 1:
+        for scenario in played:
+            click.echo(f"\nscenario {scenario}\n" + format_table({t: m.by_scenario[scenario] for t, m in results.items()}))
+    document = {
+        "seed": seed, "episodes": episodes, "scenarios": list(scenarios), "max_steps": max_steps,
+        "results": {t: m.as_dict() for t, m in results.items()},
+    }  # fmt: skip
+    name = f"evaluation-seed{seed}-n{episodes}{'' if scenarios == (FREE,) else '-' + '+'.join(scenarios)}.json"
     paths = [Path(json_path)] if json_path else [Path(t) / name for t in targets if Path(t).is_dir()]
     for path in paths or [Path(name)]:
         path.write_text(json.dumps(document, indent=2))

@@ -104,3 +104,32 @@ def test_evaluate_cli_on_fixed_sumo_routes(small_dataset, tmp_path, monkeypatch)
     assert sorted(first["seed"].unique().tolist()) == [7, 8]
     starts = first.groupby("seed")["distance_to_goal"].nunique()
     assert (starts == 1).all()  # every policy started each seed's route at the same distance from its goal
+
+
+def test_evaluate_cli_plays_scenarios_in_turn_and_reports_each(tmp_path):
+    """Two policies on the same scenario episodes: figures over all and per scenario, in the table and the JSON."""
+    import json
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    out = tmp_path / "eval.json"
+    args = [
+        "evaluate", "expert-reckless", "expert", "--episodes", "4", "--seed", "0", "--max-steps", "100",
+        "--scenario", "ped_crossing", "--scenario", "free", "--dataset", str(tmp_path / "ev"), "--json", str(out),
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "scenario ped_crossing" in result.output and "scenario free" in result.output
+    document = json.loads(out.read_text())
+    assert document["scenarios"] == ["ped_crossing", "free"]
+    reckless, expert = (document["results"][p] for p in ("expert-reckless", "expert"))
+    assert reckless["episodes"] == 4 and set(reckless["by_scenario"]) == {"ped_crossing", "free"}
+    assert reckless["by_scenario"]["ped_crossing"]["episodes"] == 2
+    assert reckless["by_scenario"]["ped_crossing"]["collision_rate"] == 1.0  # it does not yield to the pedestrian
+    assert expert["by_scenario"]["ped_crossing"]["collision_rate"] == 0.0
+    episodes = Dataset.open(str(tmp_path / "ev")).episodes()
+    assert sorted(zip(episodes["seed"], episodes["scenario"])) == sorted(
+        [(0, "ped_crossing"), (1, "free"), (2, "ped_crossing"), (3, "free")] * 2
+    )
