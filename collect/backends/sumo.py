@@ -249,25 +249,26 @@ class SumoBackend:
         return self._observe(events, agents, lights)
 
     def _agents(self) -> tuple[Agent, ...]:
-        """Agents within ``agent_radius`` of the ego (ids kept in ``_agent_ids``, same order)."""
-        out, ids = [], []
+        """Agents within ``agent_radius`` of the ego (ids kept in ``_agent_ids``, same order).
+
+        A staged scenario's road users come from its director (pose and true speed), not from the context
+        subscription, which misses a vehicle placed off every lane (a cyclist coming out of a yard).
+        """
+        found: dict[str, Agent] = {}
         results = libsumo.vehicle.getContextSubscriptionResults(EGO)
-        scripted = self.stage.agents if self.stage is not None else {}
-        for oid in sorted(results):
+        for oid, v in results.items():
             if oid == EGO:
                 continue
-            ids.append(oid)
-            if oid in scripted:
-                out.append(scripted[oid])
-                continue
-            v = results[oid]
             kind, length, width = self._kind(v[tc.VAR_TYPE])  # persons' types have vClass pedestrian
             yaw = sumo_angle_to_yaw(v[tc.VAR_ANGLE])
             x, y = v[tc.VAR_POSITION]
             # SUMO positions are the front of the agent; the scene wants the centre
-            out.append(Agent(kind, x - math.cos(yaw) * length / 2, y - math.sin(yaw) * length / 2, yaw, v[tc.VAR_SPEED], length, width))
-        self._agent_ids = tuple(ids)
-        return tuple(out)
+            found[oid] = Agent(kind, x - math.cos(yaw) * length / 2, y - math.sin(yaw) * length / 2, yaw, v[tc.VAR_SPEED], length, width)
+        if self.stage is not None:
+            e = self._ego
+            found |= {oid: a for oid, a in self.stage.agents.items() if math.hypot(a.x - e.x, a.y - e.y) <= self.config.agent_radius}
+        self._agent_ids = tuple(sorted(found))
+        return tuple(found[oid] for oid in self._agent_ids)
 
     def _collision(self, agents: tuple[Agent, ...]) -> str | None:
         """Kind of agent whose footprint overlaps the ego's, or None.

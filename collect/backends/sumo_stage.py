@@ -2,8 +2,9 @@
 director says before every simulation step, and the ego's signal set to the director's state.
 
 SUMO sees real objects, so its traffic reacts to them and its collision report includes them. The scene
-reports them with the director's own pose and speed: SUMO derives a moved object's speed from the move,
-which is wrong on its first step.
+reports them with the director's own pose and speed (``SumoStage.agents``): SUMO derives a moved object's
+speed from the move, wrong on its first step, and its context subscription misses a vehicle placed off every
+lane (a cyclist coming out of a yard).
 """
 
 from __future__ import annotations
