@@ -2,9 +2,12 @@
 
     python -m collect.render_samples DATASET OUT_DIR [--episodes ID ...] [--per-episode 6] [--near-m 15]
     python -m collect.render_samples --live sumo OUT_DIR [--seed 0] [--steps 400]
+    python -m collect.render_samples --live sumo OUT_DIR --scenario ped_crossing [--scenario ...] [--policy NAME]
 
 From a dataset it decodes the stored ``bev`` frames (nothing is re-rendered, so you see the exact bytes that
-were written); live, it drives the expert policy on a backend and renders its scenes. Frames are written
+were written); live, it drives a policy (the expert by default) on a backend and renders its scenes; with
+``--scenario`` it drives ``--max-episodes`` episodes of each scenario and keeps, per episode, frames from just
+before its hazard was set off to a few seconds after (one row of the sheet per episode). Frames are written
 enlarged (nearest neighbour, pixels stay crisp) to ``OUT_DIR/frames/`` with a ``contact_sheet.png`` beside them.
 """
 
@@ -23,9 +26,11 @@ import pyarrow.compute as pc
 from PIL import Image, ImageDraw
 
 from collect.env import DrivingEnv, EnvSpec
+from collect.scene import Scene
+from collect.policies import BUILTIN, make_policy
 from collect.policies.base import Policy
-from collect.policies.expert import ExpertPolicy
 from collect.rollout import drive
+from collect.scenarios import FREE, SCENARIOS
 from data_schema import Dataset, DatasetError, decode_image
 
 
@@ -37,9 +42,12 @@ class Sample:
     step: int
     pedestrian_m: float  # distance to the nearest pedestrian, inf if none
     frame: np.ndarray
+    title: str = ""  # the caption's text, instead of episode, step and pedestrian distance
 
     @property
     def caption(self) -> str:
+        if self.title:
+            return self.title
         near = f"  ped {self.pedestrian_m:.1f} m" if math.isfinite(self.pedestrian_m) else ""
         return f"{self.episode_id[-14:]} #{self.step}{near}"
 
@@ -108,20 +116,44 @@ def samples_from_dataset(
     return samples
 
 
+def _pedestrian_m(scene: Scene) -> float:
+    return min((math.hypot(a.x - scene.ego.x, a.y - scene.ego.y) for a in scene.agents if a.kind == "pedestrian"), default=math.inf)
+
+
 def samples_from_env(env: DrivingEnv, policy: Policy, seed: int, steps: int, count: int, near_m: float = 15.0) -> list[Sample]:
     """Drive ``policy`` for ``steps`` frames (episodes ``seed``, ``seed + 1``, ... as each ends) and keep ``count``."""
     frames: list[tuple[str, int, float, np.ndarray]] = []
     episode = seed
     while len(frames) < steps:
         for current, _ in drive(env, policy, episode):
-            scene = current.obs.scene
-            peds = [math.hypot(a.x - scene.ego.x, a.y - scene.ego.y) for a in scene.agents if a.kind == "pedestrian"]
-            frames.append((f"live-{env.backend.name}-s{episode}", current.step, min(peds, default=math.inf), current.bev))
+            frames.append((f"live-{env.backend.name}-s{episode}", current.step, _pedestrian_m(current.obs.scene), current.bev))
             if len(frames) == steps:
                 break
         episode += 1
     chosen = pick_frames(np.array([f[2] for f in frames]), near_m, count)
     return [Sample(*frames[i]) for i in chosen]
+
+
+def samples_around_hazards(
+    env: DrivingEnv, policy: Policy, scenario: str, seeds: Sequence[int], count: int, before_s: float = 1.0, after_s: float = 4.0
+) -> list[Sample]:
+    """Per episode of ``scenario`` (SUMO), ``count`` frames evenly from ``before_s`` before its hazard was set off
+    to ``after_s`` after, or the episode's end; the whole episode where it never was. Captions give the
+    scenario, seed, time from the hazard and how the episode ended."""
+    samples = []
+    for seed in seeds:
+        frames = []
+        for current, _ in drive(env, policy, seed, scenario):
+            frames.append((current.obs.t, current.step, _pedestrian_m(current.obs.scene), current.bev))
+        end = current.outcome
+        set_off = env.backend.stage.director.triggered_at
+        t = np.array([f[0] for f in frames])
+        rows = np.arange(len(frames)) if set_off is None else np.flatnonzero((t >= set_off - before_s) & (t <= set_off + after_s))
+        for i in _evenly(rows, count):
+            since = "" if set_off is None else f" {t[i] - set_off:+.1f}s"
+            title = f"{scenario} s{seed}{since}{' ' + end if i == len(frames) - 1 else ''}"
+            samples.append(Sample(f"{scenario}-s{seed}", frames[i][1], frames[i][2], frames[i][3], title))
+    return samples
 
 
 def contact_sheet(samples: Sequence[Sample], scale: int, columns: int) -> Image.Image:
@@ -152,10 +184,12 @@ def _save(image: Image.Image, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_samples(samples: Sequence[Sample], out_dir: Path, scale: int = 3, columns: int = 6, sheet_max: int = 48) -> list[Path]:
+def write_samples(
+    samples: Sequence[Sample], out_dir: Path, scale: int = 3, columns: int = 6, sheet_max: int = 48, in_order: bool = False
+) -> list[Path]:
     """Each frame as ``frames/<episode>_<step>.png`` and the first ``sheet_max`` on ``contact_sheet.png``.
 
-    Frames with a pedestrian nearby come first on the sheet."""
+    Frames with a pedestrian nearby come first on the sheet, unless ``in_order`` keeps the order given."""
     frames_dir = out_dir / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -163,7 +197,8 @@ def write_samples(samples: Sequence[Sample], out_dir: Path, scale: int = 3, colu
         path = frames_dir / f"{sample.episode_id}_{sample.step:05d}.png"
         _save(_enlarged(sample.frame, scale), path)
         paths.append(path)
-    on_sheet = sorted(samples, key=lambda s: (not math.isfinite(s.pedestrian_m), s.episode_id, s.step))[:sheet_max]
+    ordered = samples if in_order else sorted(samples, key=lambda s: (not math.isfinite(s.pedestrian_m), s.episode_id, s.step))
+    on_sheet = list(ordered)[:sheet_max]
     sheet = out_dir / "contact_sheet.png"
     _save(contact_sheet(on_sheet, max(1, scale - 1), columns), sheet)
     return paths + [sheet]
@@ -181,17 +216,31 @@ def write_samples(samples: Sequence[Sample], out_dir: Path, scale: int = 3, colu
 @click.option("--scale", type=click.IntRange(min=1, max=8), default=3, show_default=True, help="Enlargement of the written frames.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Live: first episode's seed.")
 @click.option("--steps", type=click.IntRange(min=1), default=400, show_default=True, help="Live: steps to drive.")
+@click.option("--scenario", "scenarios", multiple=True, type=click.Choice([s for s in SCENARIOS if s != FREE]),
+              help="Live: frames around this scenario's hazard, --max-episodes episodes of it (repeatable).")
+@click.option("--policy", type=click.Choice(BUILTIN), default="expert", show_default=True, help="Live: the policy that drives.")
 def main(source: str, out_dir: Path, live: bool, episodes: tuple[str, ...], max_episodes: int, per_episode: int,
-         near_m: float, scale: int, seed: int, steps: int) -> None:  # fmt: skip
+         near_m: float, scale: int, seed: int, steps: int, scenarios: tuple[str, ...], policy: str) -> None:  # fmt: skip
     """Write sample BEV frames of SOURCE (a dataset path or URL) as PNGs and a contact sheet into OUT_DIR."""
+    if scenarios and not live:
+        raise click.BadParameter("--scenario drives scenarios live: add --live", param_hint="--scenario")
     if live:
         if source != "sumo":
             raise click.BadParameter(f"live sampling drives the embedded SUMO backend only, got {source!r}", param_hint="SOURCE")
-        env = EnvSpec(sim="sumo").build()
+        env = EnvSpec(sim="sumo", scenarios=scenarios or (FREE,)).build()
+        driver = make_policy(policy, seed)
+        seeds = range(seed, seed + max_episodes)
         try:
-            samples = samples_from_env(env, ExpertPolicy(), seed, steps, per_episode, near_m)
+            if scenarios:
+                samples = [s for name in scenarios for s in samples_around_hazards(env, driver, name, seeds, per_episode)]
+            else:
+                samples = samples_from_env(env, driver, seed, steps, per_episode, near_m)
         finally:
             env.close()
+        if scenarios:
+            paths = write_samples(samples, out_dir, scale, columns=per_episode, sheet_max=len(samples), in_order=True)
+            click.echo(f"wrote {len(samples)} frames around the hazards of {', '.join(scenarios)} and {paths[-1]}")
+            return
     else:
         try:
             samples = samples_from_dataset(Dataset.open(source), episodes, max_episodes, per_episode, near_m)

@@ -15,7 +15,15 @@ from collect.backends.sumo import SumoConfig
 from collect.bev import BevPalette, BevRasteriser
 from collect.env import EnvSpec
 from collect.policies.expert import ExpertPolicy
-from collect.render_samples import main, nearest_pedestrian, pick_frames, samples_from_dataset, samples_from_env, write_samples
+from collect.render_samples import (
+    main,
+    nearest_pedestrian,
+    pick_frames,
+    samples_around_hazards,
+    samples_from_dataset,
+    samples_from_env,
+    write_samples,
+)
 from collect.route import to_ego_frame
 from collect.scene import Agent, Lane, MapGeometry, Pose, Scene
 from data_schema import RAW_STEP_SCHEMA, Dataset, decode_image, encode_png
@@ -153,3 +161,30 @@ def test_live_samples_from_sumo(tmp_path: Path) -> None:
         assert np.all(sample.frame == BevPalette().pedestrian, axis=2).any()
     paths = write_samples(samples, tmp_path)
     assert paths[-1].exists()
+
+
+def test_frames_around_a_scenarios_hazard_show_it(tmp_path: Path) -> None:
+    """The CLI's --scenario sheet: one row per episode, frames from just before the hazard was set off, the
+    crossing cyclist drawn in them (the BEV is all the reward models see)."""
+    result = CliRunner().invoke(
+        main, ["sumo", str(tmp_path), "--live", "--scenario", "cyclist_crossing", "--policy", "expert-reckless", "--max-episodes", "2", "--per-episode", "4"]
+    )
+    assert result.exit_code == 0, result.output
+    frames = sorted((tmp_path / "frames").glob("cyclist_crossing-s*.png"))
+    assert len(frames) == 8 and {f.name.split("_")[1].split("-")[0] for f in frames} == {"crossing"}
+    cyclist = [np.all(np.asarray(Image.open(f)) == BevPalette().cyclist, axis=2).any() for f in frames]
+    assert sum(cyclist) >= 6  # it may be outside the picture in the first frame, before it sets off
+    sheet = Image.open(tmp_path / "contact_sheet.png")
+    frame = 128 * 2  # drawn at --scale 3 less one
+    assert (sheet.width // (frame + 4), sheet.height // (frame + 18)) == (4, 2)  # a row of four frames per episode
+    env = EnvSpec(backend=SumoConfig(cars=0, pedestrians=0), scenarios=("lead_brake",)).build()
+    try:
+        samples = samples_around_hazards(env, ExpertPolicy(), "lead_brake", seeds=[0], count=5, before_s=1.0, after_s=2.0)
+        set_off = env.backend.stage.director.triggered_at
+    finally:
+        env.close()
+    assert [s.title.split()[:2] for s in samples] == [["lead_brake", "s0"]] * 5
+    offsets = [float(s.title.split()[2].rstrip("s")) for s in samples]
+    assert offsets[0] == pytest.approx(-1.0, abs=0.05) and offsets[-1] == pytest.approx(2.0, abs=0.05) and set_off > 0
+    with pytest.raises(SystemExit):
+        main(["sumo", str(tmp_path / "x"), "--scenario", "lead_brake"], standalone_mode=True)
