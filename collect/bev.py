@@ -207,7 +207,8 @@ class BevRasteriser:
         )
 
     def render(self, scene: Scene) -> np.ndarray:
-        """The scene as an HxWx3 uint8 RGB frame: map, route, stop lines, agents (VRUs on top), ego."""
+        """The scene as an HxWx3 uint8 RGB frame: map, route, stop lines, ego, then agents (VRUs on top), so a road
+        user touching the ego stays visible: a collision frame shows what the ego hit."""
         config, palette = self.config, self.config.palette
         size = config.size_px
         world = self._world(scene.map)
@@ -222,10 +223,10 @@ class BevRasteriser:
         )
         self._draw_route(frame, scene.route, to_frame)
         self._draw_lights(frame, scene, to_frame)
-        self._draw_agents(frame, scene, to_frame)
         cx, cy = self._centre
         ego = self._boxes(np.array([[cx, cy]]), np.zeros(1), np.array([scene.ego_length]), np.array([scene.ego_width]))
         cv2.fillConvexPoly(frame, ego[0], palette.ego, cv2.LINE_AA, _SHIFT)
+        self._draw_agents(frame, scene, to_frame)
         return frame
 
     @staticmethod

@@ -103,6 +103,16 @@ def test_pedestrian_is_drawn_over_a_vehicle_it_overlaps() -> None:
     assert _pixel(rasteriser.render(scene), rasteriser, scene, 10.0, 0.0) == list(PALETTE.pedestrian)
 
 
+def test_a_road_user_touching_the_ego_is_drawn_over_it() -> None:
+    """At the moment of a collision the frame must show what the ego hit, not hide it under the ego."""
+    ego = Pose(0.0, 0.0, 0.0)
+    person = Agent("pedestrian", 1.5, 0.3, 0.0, 1.0, 0.5, 0.5)  # inside the ego's 4.5 x 1.9 m footprint
+    rasteriser = BevRasteriser()
+    scene = _scene(ego, (person,))
+    assert _pixel(rasteriser.render(scene), rasteriser, scene, 1.5, 0.3) == list(PALETTE.pedestrian)
+    assert _pixel(rasteriser.render(scene), rasteriser, scene, -1.5, 0.0) == list(PALETTE.ego)
+
+
 def test_map_layers_road_sidewalk_crosswalk_and_off_road() -> None:
     rasteriser = BevRasteriser()
     scene = _scene(Pose(0.0, 0.0, 0.0))
