@@ -7,8 +7,9 @@ kept apart: the target still bootstraps from ``obs_t+1``. Transitions never span
 shard without a label shard contributes nothing: there are no placeholder rewards.
 
 Frames are stored once per row (``obs_t+1`` of one transition is ``obs_t`` of the next), area-downsampled
-to ``bev_size`` and kept either as raw uint8 arrays or zstd-compressed, decompressed per batch
-(``frame_codec``). ``bench/train.py`` measures both; on the bundled town a 64x64 frame is 12 KB raw and
+to ``bev_size`` and kept either as raw uint8 arrays or zstd-compressed (``frame_codec``). A mini-batch
+(``ReplayBatch``) keeps them uint8 and is filled field by field with array operations, compressed frames
+decompressed straight into it. ``bench/train.py`` measures both; on the bundled town a 64x64 frame is 12 KB raw and
 about 1.7 KB compressed, and PNG decoding (also measured while choosing) was 3-4x slower than zstd.
 The buffer holds whole shards as chunks and evicts the oldest transitions first once it holds more than
 ``limit``.
@@ -25,7 +26,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from d3rlpy.dataset import TransitionMiniBatch
 
 from data_schema import KEY_COLUMNS, Dataset, DatasetError, LabelSet, LabelSetInfo, decode_image
 from data_schema.features import STATE_COLUMNS, state_matrix
@@ -35,9 +35,11 @@ from data_schema.settings import build, to_mapping
 from train.encoder import downsample_bev
 
 __all__ = [
-    "REPLAY_RAW_COLUMNS", "ReplayBuffer", "RewardSource", "STORED_REWARD", "ShardTransitions", "read_shard_transitions",
+    "REPLAY_RAW_COLUMNS", "ReplayBatch", "ReplayBuffer", "RewardSource", "STORED_REWARD", "ShardTransitions", "read_shard_transitions",
     "reward_source",
 ]  # fmt: skip
+
+_ZSTD = pa.Codec("zstd")
 
 #: Raw columns a shard is read with (the BEV is decoded and downsampled right away).
 REPLAY_RAW_COLUMNS = ("episode_id", "step", "bev", *STATE_COLUMNS, "action", "terminated", "truncated", "is_last")
@@ -116,13 +118,15 @@ def compress_frames(frames: np.ndarray) -> np.ndarray:
     """uint8 ``[N, 3, S, S]`` frames as an object array of zstd-compressed bytes (lossless)."""
     out = np.empty(len(frames), dtype=object)
     for i, frame in enumerate(frames):
-        out[i] = pa.compress(frame.tobytes(), codec="zstd", asbytes=True)
+        out[i] = _ZSTD.compress(frame.tobytes(), asbytes=True)
     return out
 
 
-def decompress_frames(data: Iterable[bytes], shape: tuple[int, ...]) -> np.ndarray:
-    size = int(np.prod(shape))
-    return np.stack([np.frombuffer(pa.decompress(b, size, codec="zstd", asbytes=True), np.uint8).reshape(shape) for b in data])
+def decompress_into(data: Iterable[bytes], out: np.ndarray, rows: np.ndarray) -> None:
+    """Decompress frames (``compress_frames``) into ``out[rows]``, each straight into its place."""
+    flat = out.reshape(len(out), -1)
+    for row, frame in zip(rows, data):
+        flat[row] = np.frombuffer(_ZSTD.decompress(frame, flat.shape[1]), np.uint8)
 
 
 def decode_pngs(data: Iterable[bytes]) -> np.ndarray:
@@ -264,44 +268,63 @@ class ReplayBuffer:
         """The reward of every live transition, in the order of ``keys``."""
         return np.concatenate([c.rewards[f:] for c, f in zip(self._chunks, self._first)] or [np.zeros(0, np.float32)])
 
-    def sample(self, batch_size: int) -> TransitionMiniBatch:
-        """A uniform mini-batch (with replacement) as d3rlpy expects: tuple observations ``[bev, state]``."""
+    def sample(self, batch_size: int) -> ReplayBatch:
+        """A uniform mini-batch (with replacement) in the order drawn: tuple observations ``[bev, state]``."""
         sizes = np.array([len(c) - f for c, f in zip(self._chunks, self._first)])
         if sizes.sum() == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        flat = self._rng.integers(0, sizes.sum(), size=batch_size)
-        which = np.searchsorted(np.cumsum(sizes), flat, side="right")
-        offsets = flat - np.r_[0, np.cumsum(sizes)[:-1]][which]
-        parts = [_gather(self._chunks[c], self._first[c] + offsets[which == c]) for c in np.unique(which)]
-        bev, state, next_bev, next_state, action, next_action, reward, terminal = (np.concatenate(x) for x in zip(*parts))
-        return TransitionMiniBatch(
-            observations=[bev.astype(np.float32), state],
-            actions=action,
-            rewards=reward.reshape(-1, 1),
-            next_observations=[next_bev.astype(np.float32), next_state],
-            next_actions=next_action,
-            terminals=terminal.astype(np.float32).reshape(-1, 1),
-            intervals=np.ones((batch_size, 1), dtype=np.float32),
-            transitions=[],
-        )
+        ends = np.cumsum(sizes)
+        flat = self._rng.integers(0, ends[-1], size=batch_size)
+        which = np.searchsorted(ends, flat, side="right")
+        offsets = flat - (ends - sizes)[which]
+        side = self._chunks[0].bev_size
+        batch = ReplayBatch.empty(batch_size, side, self._chunks[0].states.shape[1])
+        for c in np.unique(which):
+            rows = np.flatnonzero(which == c)
+            _gather(self._chunks[c], self._first[c] + offsets[rows], batch, rows)
+        return batch
 
 
-def _gather(chunk: ShardTransitions, position: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Arrays of the transitions at ``position`` of a chunk: obs, next obs, actions, rewards, terminals."""
+@dataclass(frozen=True)
+class ReplayBatch:
+    """A mini-batch with the fields of d3rlpy's ``TransitionMiniBatch``, its frames kept uint8: a quarter of
+    float32's bytes to fill and to move to the device, where the trunk scales them once per batch
+    (``train.sac``). d3rlpy's own ``update`` takes it as it takes a TransitionMiniBatch (whose float32 check
+    is why it is not one)."""
+
+    observations: list[np.ndarray]  # [uint8 [B, 3, S, S], float32 [B, STATE_DIM]]
+    actions: np.ndarray  # float32 [B, 2]
+    rewards: np.ndarray  # float32 [B, 1]
+    next_observations: list[np.ndarray]
+    next_actions: np.ndarray  # float32 [B, 2]
+    terminals: np.ndarray  # float32 [B, 1]
+    intervals: np.ndarray  # float32 [B, 1], all 1
+
+    @classmethod
+    def empty(cls, batch_size: int, bev_size: int, state_dim: int) -> "ReplayBatch":
+        def observation() -> list[np.ndarray]:
+            return [np.empty((batch_size, 3, bev_size, bev_size), np.uint8), np.empty((batch_size, state_dim), np.float32)]
+
+        def column(width: int) -> np.ndarray:
+            return np.empty((batch_size, width), np.float32)
+
+        return cls(observation(), column(ACTION_SIZE), column(1), observation(), column(ACTION_SIZE), column(1),
+                   np.ones((batch_size, 1), np.float32))  # fmt: skip
+
+
+def _gather(chunk: ShardTransitions, position: np.ndarray, batch: ReplayBatch, rows: np.ndarray) -> None:
+    """Write the transitions at ``position`` of a chunk into ``rows`` of ``batch``: one array operation per
+    field, the frames decompressed straight into the batch."""
     src = chunk.src[position]
     dst = src + 1
-    if chunk.frames.dtype == object:
-        shape = (3, chunk.bev_size, chunk.bev_size)
-        bev, next_bev = decompress_frames(chunk.frames[src], shape), decompress_frames(chunk.frames[dst], shape)
-    else:
-        bev, next_bev = chunk.frames[src], chunk.frames[dst]
-    return (
-        bev,
-        chunk.states[src],
-        next_bev,
-        chunk.states[dst],
-        chunk.actions[src],
-        chunk.actions[dst],
-        chunk.rewards[position],
-        chunk.terminals[position],
-    )
+    for frames, at in ((batch.observations[0], src), (batch.next_observations[0], dst)):
+        if chunk.frames.dtype == object:
+            decompress_into(chunk.frames[at], frames, rows)
+        else:
+            frames[rows] = chunk.frames[at]
+    batch.observations[1][rows] = chunk.states[src]
+    batch.next_observations[1][rows] = chunk.states[dst]
+    batch.actions[rows] = chunk.actions[src]
+    batch.next_actions[rows] = chunk.actions[dst]
+    batch.rewards[rows, 0] = chunk.rewards[position]
+    batch.terminals[rows, 0] = chunk.terminals[position]

@@ -37,7 +37,7 @@ def test_transitions_match_the_steps(small_dataset, codec):
     episode, step = _episode_step(state[:, 0])
     next_episode, next_step = _episode_step(next_state[:, 0])
     assert (next_episode == episode).all() and (next_step == step + 1).all()
-    assert bev.shape == (64, 3, BEV, BEV) and bev.dtype == np.float32
+    assert bev.shape == (64, 3, BEV, BEV) and bev.dtype == np.uint8  # the trunk scales frames on the device
     assert (bev[:, :, 0, 0] == np.array([frame_value(e, s) for e, s in zip(episode, step)])[:, None]).all()
     assert (next_bev[:, :, 3, 5] == np.array([frame_value(e, s + 1) for e, s in zip(episode, step)])[:, None]).all()
     assert batch.rewards[:, 0] == pytest.approx([reward_of(e, s + 1) for e, s in zip(episode, step)])
