@@ -2,7 +2,8 @@
 
 It stands beside collect and annotate on ``data_schema`` and imports neither: what it learns from is the
 dataset on disk. Modules: ``config`` (TrainConfig), ``algorithms`` (sac, iql, td3+bc, cql, bc), ``encoder``
-(the (BEV, state) encoder registered with d3rlpy), ``agent`` (creation, checkpoints, the policy's input), ``replay`` (transitions from shards + labels,
+(the (BEV, state) trunk and heads registered with d3rlpy), ``sac`` (d3rlpy's SAC with one trunk for the actor
+and the critics, run once per batch), ``agent`` (creation, checkpoints, the policy's input), ``replay`` (transitions from shards + labels,
 compact frames, rewards stored or recomputed from components), ``offline`` (the offline loop and the pieces
 the online round shares), ``run_dir`` (run settings, state and checkpoints on disk), ``metrics_log`` and
 ``export`` (TorchScript for the collector). The online round, which also drives the simulator and the
@@ -16,8 +17,11 @@ from train.encoder import BevStateEncoderFactory, downsample_bev
 from train.export import export_torchscript, measure_latency
 from train.metrics_log import MetricsLog
 from train.offline import Echo, RunResult, gradient_updates, ingest, loss_columns, start_run, train_offline
-from train.replay import STORED_REWARD, ReplayBuffer, RewardSource, ShardTransitions, read_shard_transitions, reward_source
+from train.replay import (
+    STORED_REWARD, ReplayBatch, ReplayBuffer, RewardSource, ShardTransitions, read_shard_transitions, reward_source,
+)  # fmt: skip
 from train.run_dir import RunDir, RunSpec, RunState
+from train.sac import SharedEncoderSAC, SharedEncoderSACConfig
 
 __all__ = [
     "ALGORITHMS",
@@ -27,6 +31,7 @@ __all__ = [
     "Echo",
     "FRAME_CODECS",
     "MetricsLog",
+    "ReplayBatch",
     "ReplayBuffer",
     "RewardSource",
     "RunDir",
@@ -35,6 +40,8 @@ __all__ = [
     "RunState",
     "STORED_REWARD",
     "ShardTransitions",
+    "SharedEncoderSAC",
+    "SharedEncoderSACConfig",
     "TrainConfig",
     "bev_size_of",
     "create_agent",

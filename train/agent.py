@@ -2,7 +2,9 @@
 creation, atomic save, load, and its input.
 
 Checkpoints are d3rlpy's own ``save`` format (config + networks + optimiser states), so
-``d3rlpy.load_learnable`` restores them once ``train.encoder`` is imported (this module imports it).
+``d3rlpy.load_learnable`` restores them once ``train.sac`` and ``train.encoder`` are imported (this module
+imports both, through ``train.algorithms``). SAC checkpoints of a plain d3rlpy SAC with the same encoder
+factory (runs from before the trunk was shared) still load, as that SAC.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ from the same ``ReplayBuffer`` mini-batches, saves with ``save_agent`` / loads w
 Hyperparameters the algorithms share come from ``TrainConfig``; the rest keep d3rlpy's defaults, which
 follow each paper:
 
-* ``sac``: soft actor-critic (Haarnoja et al., 2018), online or offline;
+* ``sac``: soft actor-critic (Haarnoja et al., 2018), online or offline, its actor and critics on one shared
+  trunk run once per batch (``train.sac``);
 * ``iql``: implicit Q-learning (Kostrikov et al., 2021), expectile 0.7, inverse temperature 3;
 * ``td3+bc``: TD3 with a behaviour-cloning term (Fujimoto & Gu, 2021), alpha 2.5;
 * ``cql``: conservative Q-learning on SAC (Kumar et al., 2020), conservative weight 5;
@@ -19,13 +20,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-from d3rlpy.algos import BC, CQL, IQL, SAC, TD3PlusBC, BCConfig, CQLConfig, IQLConfig, SACConfig, TD3PlusBCConfig
+from d3rlpy.algos import BC, CQL, IQL, SAC, TD3PlusBC, BCConfig, CQLConfig, IQLConfig, TD3PlusBCConfig
 from d3rlpy.base import LearnableConfig
 from d3rlpy.models.encoders import EncoderFactory
 
+from train.sac import SharedEncoderSACConfig
+
 __all__ = ["ALGORITHMS", "OFFLINE_ONLY", "Agent", "algorithm_config"]
 
-#: Learner classes a checkpoint may hold.
+#: Learner classes a checkpoint may hold (``train.sac.SharedEncoderSAC`` is a SAC).
 Agent = SAC | IQL | TD3PlusBC | CQL | BC
 #: Algorithms that learn from a fixed dataset only.
 OFFLINE_ONLY = ("iql", "td3+bc", "cql", "bc")
@@ -45,7 +48,7 @@ def _entropy(c) -> dict:
 
 
 def _sac(c, encoder: EncoderFactory) -> LearnableConfig:
-    return SACConfig(**_shared(c, encoder), **_entropy(c))
+    return SharedEncoderSACConfig(**_shared(c, encoder), **_entropy(c))
 
 
 def _iql(c, encoder: EncoderFactory) -> LearnableConfig:
