@@ -14,7 +14,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import pyarrow.parquet as pq
 from dask.distributed import Client, LocalCluster, as_completed
@@ -47,6 +47,9 @@ class RunOptions:
     #: Local workers as processes (default) or as threads of this process (debugging, small datasets).
     processes: bool = True
     progress: bool = True
+    #: Environment of local worker processes, on top of dask's: the caller's thread budget
+    #: (``OMP_NUM_THREADS``...), which dask would otherwise set to one thread per worker.
+    worker_env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -68,6 +71,8 @@ class RunSummary:
     seconds: float = 0.0
     #: Of ``seconds``: starting the cluster and loading the models on a first worker, before any shard ran.
     startup_seconds: float = 0.0
+    #: torch threads of each worker, read back from the worker once its models loaded.
+    worker_threads: dict[str, int] = field(default_factory=dict)
     stats: list[ShardStats] = field(default_factory=list)
 
     def add(self, stats: ShardStats) -> None:
@@ -127,6 +132,8 @@ class RunSummary:
             f"{pct(self.gate_quality.precision)} against the scene ground truth",
             f"VLM: {self.total('vlm_calls')} call(s), {self.total('vlm_ok')} valid answer(s) for gated frames, "
             f"{self.total('vlm_cache_hits')} from cache",
+            f"workers: {len(self.worker_threads)}, torch threads per worker: "
+            f"{', '.join(str(n) for n in sorted(set(self.worker_threads.values()))) or '-'}",
         ]
         out += [f"FAILED {shard}: {error}" for shard, error in sorted(self.failed.items())]
         return out
@@ -141,11 +148,12 @@ def annotate_dataset(dataset_url: str, config: AnnotateConfig, options: RunOptio
     resources = {"GPU": 1} if gpu else None
     with _client(options, gpu) as client:
         ids = _load_models(client, config, camera, resources)
+        worker_threads = client.run(_torch_threads)
         spec = label_set.build_spec(config, ids)
         labels, digest = label_set.prepare(dataset, options.label_set, spec, options.replace)
         _clean_caches(dataset, config, ids)
         todo, skipped = label_set.plan(dataset, labels, digest, options.force)
-        summary = RunSummary(options.label_set, digest, shards=len(todo) + len(skipped), skipped=len(skipped))
+        summary = RunSummary(options.label_set, digest, shards=len(todo) + len(skipped), skipped=len(skipped), worker_threads=worker_threads)
         summary.startup_seconds = time.perf_counter() - started
         url = dataset.fs.unstrip_protocol(dataset.path)
         futures = {
@@ -221,6 +229,14 @@ def _model_ids(config: AnnotateConfig, camera: bool) -> ModelIds:
     return ModelIds(clip_model=pathway.model_id, clip_weights=pathway.weights_id, gate_weights=gate_weights)
 
 
+def _torch_threads() -> int:
+    """Runs on a worker: its torch thread count."""
+    import torch  # heavy, and loaded on the worker already by its models
+
+
+    return torch.get_num_threads()
+
+
 def _clean_caches(dataset: Dataset, config: AnnotateConfig, ids: ModelIds) -> None:
     """Remove ``*.tmp`` files crashed writers left in this run's cache folders."""
     folders = [embedding_cache_folder(dataset, ids.clip_model, ids.clip_weights)]
@@ -257,11 +273,12 @@ def _client(options: RunOptions, gpu: bool) -> Iterator[Client]:
     if gpu and options.processes:
         import torch
 
-        cluster: LocalCluster = _GpuLocalCluster(torch.cuda.device_count(), options.workers)
+        cluster: LocalCluster = _GpuLocalCluster(torch.cuda.device_count(), options.workers, options.worker_env)
     else:
         n = options.workers or os.cpu_count() or 1
         cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=options.processes, dashboard_address=":0", resources={"GPU": 1} if gpu else None
+            n_workers=n, threads_per_worker=1, processes=options.processes, dashboard_address=":0", resources={"GPU": 1} if gpu else None,
+            **({"env": dict(options.worker_env)} if options.processes else {}),
         )
     with cluster, Client(cluster) as client:
         yield client
@@ -270,10 +287,10 @@ def _client(options: RunOptions, gpu: bool) -> Iterator[Client]:
 class _GpuLocalCluster(LocalCluster):
     """Local workers for CUDA models: worker i sees only GPU ``i mod n`` and offers the resource ``GPU=1``."""
 
-    def __init__(self, gpus: int, workers: int | None) -> None:
+    def __init__(self, gpus: int, workers: int | None, env: Mapping[str, str]) -> None:
         self._gpus = max(gpus, 1)
         n = workers or self._gpus
-        super().__init__(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=":0", resources={"GPU": 1})
+        super().__init__(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=":0", resources={"GPU": 1}, env=dict(env))
         self.scale(n)
 
     def new_worker_spec(self) -> dict[Any, dict[str, Any]]:

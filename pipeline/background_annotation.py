@@ -10,11 +10,14 @@ collected stays unlabelled.
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from pipeline.threads import thread_env
 
 __all__ = ["BackgroundAnnotation"]
 
@@ -29,13 +32,23 @@ def _die_with_parent() -> None:
 
 
 class BackgroundAnnotation:
-    """At most one ``pipeline annotate`` pass at a time; its output goes to ``log_path``."""
+    """At most one ``pipeline annotate`` pass at a time; its output goes to ``log_path``.
 
-    def __init__(self, dataset: str, label_set: str, annotate_args: Sequence[str], log_path: str | Path) -> None:
+    A pass runs ``workers`` local workers of ``threads`` torch threads each (``pipeline.threads``), unless
+    ``annotate_args`` name a scheduler, workers or threads of their own.
+    """
+
+    def __init__(
+        self, dataset: str, label_set: str, annotate_args: Sequence[str], log_path: str | Path, workers: int = 1, threads: int = 1
+    ) -> None:
         args = list(annotate_args)
-        if not {"--workers", "--scheduler"} & {a.split("=")[0] for a in args}:
-            args += ["--workers", "1"]  # one model-loading worker per pass unless told otherwise: training shares the machine
+        given = {a.split("=")[0] for a in args}
+        if not {"--workers", "--scheduler"} & given:
+            args += ["--workers", str(workers)]  # training shares the machine: few model-loading workers
+        if not {"--threads", "--scheduler"} & given:
+            args += ["--threads", str(threads)]
         self.command = [sys.executable, "-m", "pipeline", "annotate", dataset, "--label-set", label_set, *args]
+        self._thread_env = thread_env(threads)
         self.log_path = Path(log_path)
         self._process: subprocess.Popen | None = None
         self.passes = 0
@@ -66,8 +79,9 @@ class BackgroundAnnotation:
             log.write(f"\n=== pass {self.passes + 1}: {' '.join(self.command)}\n")
             log.flush()
             self._process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
-            )
+                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **self._thread_env}, preexec_fn=_die_with_parent,
+            )  # fmt: skip
         self.passes += 1
         return True
 

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow.compute as pc
+import torch
 from tqdm.auto import tqdm
 
 from collect import EnvSpec, EpisodeLimits, RolloutWriter
@@ -33,6 +34,7 @@ from data_schema import Dataset, LabelSet
 from data_schema.naming import episode_index
 from pipeline.background_annotation import BackgroundAnnotation
 from pipeline.sac_driver import SacDriver
+from pipeline.threads import online_budget
 from train import (
     Echo, MetricsLog, ReplayBuffer, RunDir, RunResult, gradient_updates, loss_columns, read_shard_transitions, reward_source,
     save_agent, start_run,
@@ -49,6 +51,8 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
         raise ValueError(f"online rounds train SAC (it samples its own exploration); {config.algo} is an offline algorithm")
     dataset = Dataset.create(spec.dataset)
     labels = dataset.label_set(spec.label_set)
+    threads = online_budget(config.torch_threads)
+    echo(threads.describe())
     state, agent = start_run(run)
     state.env_steps, state.episodes = _collected_so_far(dataset, spec.run_id)  # exact after a kill mid-round
 
@@ -57,7 +61,9 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
     own_labelled = _fill(buffer, dataset, labels, state.consumed, run)
     if state.consumed:
         echo(f"resumed at round {state.round}: buffer rebuilt with {len(buffer)} transitions from {len(state.consumed)} shard(s)")
-    annotation = BackgroundAnnotation(spec.dataset, spec.label_set, spec.annotate_args, run.path / "annotate.log")
+    annotation = BackgroundAnnotation(
+        spec.dataset, spec.label_set, spec.annotate_args, run.path / "annotate.log", threads.annotation_workers, threads.annotation_threads
+    )
     if _unlabelled(dataset, labels):
         annotation.start()  # labels whatever earlier rounds (or a killed run) left unlabelled
 
@@ -71,6 +77,7 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
             # 1. collect with the current policy; annotation of earlier shards runs meanwhile
             driver.name = f"sac-{spec.run_id}-round{k}"
             bar.reset(total=config.steps_per_round)
+            torch.set_num_threads(threads.collector)
             started = time.perf_counter()
             shards = writer.collect_steps(config.steps_per_round, state.episodes, config.episodes_per_shard)
             collect_s = time.perf_counter() - started
@@ -92,6 +99,7 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
             # 4. the updates owed for the run's labelled transitions past learning_starts
             owed = int(round(max(0, own_labelled - config.learning_starts) * config.updates_per_step)) - state.grad_steps
             n = max(0, owed) if len(buffer) >= max(config.learning_starts, 1) else 0
+            torch.set_num_threads(threads.updates)
             started = time.perf_counter()
             losses = gradient_updates(agent, buffer, n, config.batch_size) if n else {}
             update_s = time.perf_counter() - started

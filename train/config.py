@@ -56,7 +56,7 @@ class TrainConfig:
     checkpoint_every: int = 5_000  # offline: gradient updates between checkpoints
     seed: int = 0
     device: str = "cpu"
-    torch_threads: int = 0  # CPU threads for torch; 0 keeps torch's default. On busy shared cores 1 is often fastest
+    torch_threads: int = 0  # torch threads of gradient updates; 0: the pipeline's thread budget decides (pipeline.threads)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "n_critics", "bev_size", "state_units", "feature_size", "buffer_limit", "steps_per_round",
@@ -71,7 +71,7 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.torch_threads < 0:
-            raise ValueError(f"TrainConfig.torch_threads must be >= 0 (0: torch's default), got {self.torch_threads}")
+            raise ValueError(f"TrainConfig.torch_threads must be >= 0 (0: the thread budget's), got {self.torch_threads}")
         if self.temp_lr < 0:
             raise ValueError(f"TrainConfig.temp_lr must be >= 0 (0 keeps the temperature fixed), got {self.temp_lr}")
         if self.learning_starts < 0 or self.updates_per_step < 0:

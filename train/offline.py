@@ -12,7 +12,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import torch
 from tqdm.auto import tqdm
 
 from data_schema import Dataset, DatasetError, LabelSet
@@ -69,8 +68,6 @@ def loss_columns(losses: dict[str, float], algo: str) -> dict[str, float | None]
 def start_run(run: RunDir) -> tuple[RunState, Agent]:
     """The run's state and agent: fresh, or from the last checkpoint."""
     config = run.spec().config
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
     state = run.state()
     if state is None:
         return RunState(), create_agent(config)

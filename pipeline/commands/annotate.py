@@ -11,6 +11,7 @@ from annotate.config import ConfigError, load_config, to_mapping
 from annotate.model_weights import WeightsError
 from annotate.run import ClusterError, RunOptions, annotate_dataset
 from data_schema import DatasetError
+from pipeline.threads import available_cores, thread_env, use_threads, worker_threads
 
 #: Errors that carry a message for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ConfigError, DatasetError, WeightsError, FileNotFoundError, ConnectionError, TimeoutError, ValueError, ImportError)
@@ -37,12 +38,15 @@ USER_ERRORS = (ConfigError, DatasetError, WeightsError, FileNotFoundError, Conne
                    "package and access to DATASET. Give GPU workers --resources GPU=1.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes of the local cluster. Default: one per CPU core, or one per GPU for CUDA models.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads per local worker. Default: the cores divided by the workers, at least 1.")
 @click.option("--in-process", is_flag=True,
               help="Run the local workers as threads of this process: models load once; for debugging and small datasets.")
 @click.option("--show-config", is_flag=True, help="Print the effective configuration as YAML and exit.")
 def annotate(
     dataset: str, label_set: str, config_file: str | None, overrides: tuple[str, ...], clip_checkpoint: str | None,
-    replace: bool, force: bool, scheduler: str | None, workers: int | None, in_process: bool, show_config: bool,
+    replace: bool, force: bool, scheduler: str | None, workers: int | None, threads: int | None, in_process: bool,
+    show_config: bool,
 ) -> None:  # fmt: skip
     """Label every raw shard of DATASET and write the label set NAME beside it.
 
@@ -57,9 +61,11 @@ def annotate(
         if show_config:
             click.echo(yaml.safe_dump(to_mapping(config), sort_keys=False, width=110), nl=False)
             return
+        threads = threads or worker_threads(workers or available_cores())
+        use_threads(threads)  # in-process workers are this process's threads
         options = RunOptions(
             label_set=label_set, replace=replace, force=force, scheduler=scheduler, workers=workers,
-            processes=not in_process, progress=sys.stderr.isatty(),
+            processes=not in_process, progress=sys.stderr.isatty(), worker_env=thread_env(threads),
         )
         summary = annotate_dataset(dataset, config, options)
     except (*USER_ERRORS, ClusterError) as error:

@@ -23,6 +23,7 @@ from collect import (
     collect_episodes,
 )
 from data_schema import Dataset, DatasetError
+from pipeline.threads import COLLECTOR_THREADS, use_threads
 
 #: Errors that carry a message for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError, ValueError, FileNotFoundError)
@@ -56,6 +57,8 @@ def _backend(sim: str, host: str, port: int, timeout: float) -> tuple[object, tu
               help="Actions per episode before it is truncated.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes, each with its own simulator, writing its own shards.")
+@click.option("--threads", type=click.IntRange(min=1), default=COLLECTOR_THREADS, show_default=True,
+              help="torch threads per worker (a policy network sees one observation at a time).")
 @click.option("--run-id", default=None,
               help="Name of the run (episode ids are <run-id>-<index>). Default: a hash of the settings, so the "
                    "same command resumes.")
@@ -66,7 +69,7 @@ def _backend(sim: str, host: str, port: int, timeout: float) -> tuple[object, tu
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the CARLA server.")
 def collect(
     dataset: str, sim: str, episodes: int, policy: str, scenarios: tuple[str, ...], seed: int, max_steps: int,
-    workers: int, run_id: str | None, episodes_per_shard: int, host: str, port: int, timeout: float,
+    workers: int, threads: int, run_id: str | None, episodes_per_shard: int, host: str, port: int, timeout: float,
 ) -> None:  # fmt: skip
     """Drive episodes with a policy and write them to the dataset DATASET as raw shards.
 
@@ -99,6 +102,7 @@ def collect(
         bar.update(1)
 
     errors = USER_ERRORS
+    use_threads(threads)  # this process and the workers it starts
     try:
         backend, backend_errors = _backend(sim, host, port, timeout)
         errors += backend_errors

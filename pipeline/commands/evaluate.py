@@ -14,6 +14,7 @@ from tqdm import tqdm
 from collect import BUILTIN, FREE, SCENARIOS
 from pipeline.commands.train import USER_ERRORS
 from pipeline.evaluate import evaluate_policy, format_table
+from pipeline.threads import COLLECTOR_THREADS, use_threads
 from train import RunDir, export_torchscript, load_agent, measure_latency
 
 
@@ -39,12 +40,14 @@ def _policy_file(target: str, workdir: Path) -> str:
               help="Actions per episode before truncation.")
 @click.option("--dataset", "dataset_dir", type=click.Path(file_okay=False), default=None,
               help="Keep the evaluation episodes in this dataset (reused on a rerun). Default: a temporary one.")
+@click.option("--threads", type=click.IntRange(min=1), default=COLLECTOR_THREADS, show_default=True,
+              help="torch threads of the rollouts (a policy network sees one observation at a time).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the metrics here. Default: RUN_DIR/evaluation-seed<S>-n<N>.json for each run directory, "
                    "else ./evaluation-seed<S>-n<N>.json (with -<scenario>+... before .json unless the scenario is free).")
 def evaluate(
     targets: tuple[str, ...], episodes: int, seed: int, scenarios: tuple[str, ...], max_steps: int,
-    dataset_dir: str | None, json_path: str | None,
+    dataset_dir: str | None, threads: int, json_path: str | None,
 ) -> None:  # fmt: skip
     """Evaluate policies on fixed SUMO routes: collision rate, route completion, speed, distance, success.
 
@@ -52,6 +55,7 @@ def evaluate(
     policy (.pt), or a built-in policy (`expert`, `random`, an expert variant); trained policies run as
     exported (deterministic). Metric definitions: see pipeline/evaluate.py.
     """
+    use_threads(threads)
     results = {}
     with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
         data = dataset_dir or str(Path(tmp) / "episodes")

@@ -12,14 +12,15 @@ from tqdm import tqdm
 
 from data_schema import DatasetError
 from pipeline.online import train_online
+from pipeline.threads import available_cores, offline_update_threads, use_threads
 from train import RunDir, RunSpec, TrainConfig, train_offline
 from train.algorithms import ALGORITHMS, OFFLINE_ONLY
 
 #: Errors that carry a message for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS = (DatasetError, ValueError, FileNotFoundError, RuntimeError)
 
-#: TrainConfig fields a resumed run may change: how long it goes on, not how it learns.
-RESUMABLE = {"rounds", "offline_steps"}
+#: TrainConfig fields a resumed run may change: how long it goes on and on how many threads, not how it learns.
+RESUMABLE = {"rounds", "offline_steps", "torch_threads"}
 
 
 def _key_values(items: tuple[str, ...], option: str) -> dict[str, Any]:
@@ -120,7 +121,13 @@ def train(dataset: str, label_set: str, run_dir: str, offline: bool, algo: str |
         run.write_spec(spec)
         echo = tqdm.write
         echo(f"run {run.path} ({spec.mode}), dataset {spec.dataset}, label set {spec.label_set}")
-        state = (train_offline(run, echo) if spec.mode == "offline" else train_online(run, echo)).state
+        if spec.mode == "offline":
+            threads = offline_update_threads(spec.config.torch_threads)
+            use_threads(threads)
+            echo(f"threads ({available_cores()} cores): gradient updates {threads}")
+            state = train_offline(run, echo).state
+        else:
+            state = train_online(run, echo).state
     except USER_ERRORS as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"checkpoint {run.checkpoints / state.checkpoint} after {state.grad_steps} updates")

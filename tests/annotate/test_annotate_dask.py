@@ -75,8 +75,13 @@ def test_separate_scheduler_gives_the_labels_of_the_local_cluster_with_models_lo
     shards = len(sumo_dataset.shards())
     frames = sum(sumo_dataset.read_shard(s, ["step"]).num_rows for s in sumo_dataset.shards())
 
-    summary = annotate_dataset(local.url, config, RunOptions("clg", workers=2, progress=False))
+    # each worker process runs the torch threads it was given (dask alone would give it 1), read back from it
+    threads = min(2, len(os.sched_getaffinity(0)))
+    env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    summary = annotate_dataset(local.url, config, RunOptions("clg", workers=2, progress=False, worker_env=env))
     assert summary.done == shards and not summary.failed
+    assert list(summary.worker_threads.values()) == [threads, threads]
+    assert f"workers: 2, torch threads per worker: {threads}" in summary.lines()
     summary = annotate_dataset(remote.url, config, RunOptions("clg", scheduler=scheduler, progress=False))
     assert summary.done == shards and not summary.failed and summary.frames == frames and summary.gated > 0
     assert_same_labels(local, remote, "clg")

@@ -19,6 +19,7 @@ from train_data import TINY
 
 from data_schema import Dataset
 from pipeline.online import train_online
+from pipeline.threads import online_budget
 from train import RunDir, RunSpec, TrainConfig
 
 pytestmark = pytest.mark.slow
@@ -62,8 +63,14 @@ def test_two_rounds_end_with_exactly_the_labelled_transitions(tmp_path):
     spec = RunSpec(str(tmp_path / "ds"), "clg", "online", config, run_id="train-t2", annotate_args=ANNOTATE_ARGS,
                    reward_from_components=True, reward_overrides={"penalty": -5.0, "theta_min": -0.2})  # fmt: skip
     run.write_spec(spec)
-    result = train_online(run, echo=lambda line: None)
+    lines: list[str] = []
+    result = train_online(run, echo=lines.append)
     check_finished_run(run, result, rounds=2)
+    # the run log says what each part got, and the annotation passes report the same from their workers
+    budget = online_budget(config.torch_threads)
+    assert lines[0] == budget.describe()
+    log = (tmp_path / "run" / "annotate.log").read_text()
+    assert log.count(f"workers: {budget.annotation_workers}, torch threads per worker: {budget.annotation_threads}") >= 1
     # rewards were recomputed by data_schema.reward from the stored components with the overrides
     from data_schema.reward import RewardConfig, synthesize
 
