@@ -79,8 +79,7 @@ def demo(ctx: click.Context, out_dir: str, clip_checkpoint: str | None, clip_mod
         updates_per_step=0.5,
         batch_size=64,
         annotate_set=label_settings,
-        # One torch thread: the background annotation process needs the other core.
-        settings=(f"max_episode_steps={max_steps}", "episodes_per_shard=2", "torch_threads=1"),
+        settings=(f"max_episode_steps={max_steps}", "episodes_per_shard=2"),
     )
 
     _stage("4/4 evaluate: random, expert and the trained policy on the same fixed routes")
