@@ -153,7 +153,9 @@ def annotate_dataset(dataset_url: str, config: AnnotateConfig, options: RunOptio
         labels, digest = label_set.prepare(dataset, options.label_set, spec, options.replace)
         _clean_caches(dataset, config, ids)
         todo, skipped = label_set.plan(dataset, labels, digest, options.force)
-        summary = RunSummary(options.label_set, digest, shards=len(todo) + len(skipped), skipped=len(skipped), worker_threads=worker_threads)
+        summary = RunSummary(
+            options.label_set, digest, shards=len(todo) + len(skipped), skipped=len(skipped), worker_threads=worker_threads
+        )
         summary.startup_seconds = time.perf_counter() - started
         url = dataset.fs.unstrip_protocol(dataset.path)
         futures = {
@@ -277,8 +279,8 @@ def _client(options: RunOptions, gpu: bool) -> Iterator[Client]:
     else:
         n = options.workers or os.cpu_count() or 1
         cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=options.processes, dashboard_address=":0", resources={"GPU": 1} if gpu else None,
-            **({"env": dict(options.worker_env)} if options.processes else {}),
+            n_workers=n, threads_per_worker=1, processes=options.processes, dashboard_address=":0",
+            resources={"GPU": 1} if gpu else None, **({"env": dict(options.worker_env)} if options.processes else {}),
         )
     with cluster, Client(cluster) as client:
         yield client

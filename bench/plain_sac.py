@@ -86,7 +86,8 @@ class PlainSAC:
         """Start from ``agent``'s weights (parameters in the same order, the trunk's taken out of the heads)."""
         modules = agent.impl.modules
         pairs = []
-        for trunk_copy, heads, critics in ((self.trunk, self.critics, modules.q_funcs), (self.targ_trunk, self.targ_critics, modules.targ_q_funcs)):
+        sides = ((self.trunk, self.critics, modules.q_funcs), (self.targ_trunk, self.targ_critics, modules.targ_q_funcs))
+        for trunk_copy, heads, critics in sides:
             trunk = critics[0].encoder.trunk
             shared = set(trunk.parameters())
             pairs += [(trunk_copy, list(trunk.parameters())), (heads, [p for p in critics.parameters() if p not in shared])]

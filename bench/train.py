@@ -193,7 +193,7 @@ class DefaultLayoutTrunk(BevStateTrunk):
 
 def trunk_layouts(trunk: BevStateTrunk, batch: ReplayBatch, repeats: int, device: str) -> str:
     """Milliseconds of one update's trunk work in both layouts (median of ``repeats``, interleaved)."""
-    (bev, state), (next_bev, next_state) = ([torch.as_tensor(a, device=device) for a in o] for o in (batch.observations, batch.next_observations))
+    bev, state, next_bev, next_state = (torch.as_tensor(a, device=device) for a in (*batch.observations, *batch.next_observations))
     layouts = {"channels-last, in-place ReLU": trunk, "default layout": DefaultLayoutTrunk(trunk)}
     times: dict[str, list[float]] = {name: [] for name in layouts}
     for _ in range(repeats + 1):  # the first round warms both up
@@ -209,7 +209,8 @@ def trunk_layouts(trunk: BevStateTrunk, batch: ReplayBatch, repeats: int, device
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - started)
     ms = {name: statistics.median(t[1:]) * 1000 for name, t in times.items()}
-    return ", ".join(f"{name} {value:.0f} ms" for name, value in ms.items()) + f" ({ms['default layout'] / ms['channels-last, in-place ReLU']:.2f}x)"
+    gain = ms["default layout"] / ms["channels-last, in-place ReLU"]
+    return ", ".join(f"{name} {value:.0f} ms" for name, value in ms.items()) + f" ({gain:.2f}x)"
 
 
 def updates(chunks: list[ShardTransitions], args: argparse.Namespace, tmp: str) -> None:

@@ -112,7 +112,9 @@ class _WithTrunk(EncoderFactory):
     def create(self, observation_shape: Shape) -> nn.Module:  # type: ignore[override]
         return self.factory.create(observation_shape, trunk=self.trunk)
 
-    def create_with_action(self, observation_shape: Shape, action_size: int, discrete_action: bool = False) -> nn.Module:  # type: ignore[override]
+    def create_with_action(  # type: ignore[override]
+        self, observation_shape: Shape, action_size: int, discrete_action: bool = False
+    ) -> nn.Module:
         return self.factory.create_with_action(observation_shape, action_size, discrete_action, trunk=self.trunk)
 
     @staticmethod
@@ -131,6 +133,8 @@ class SharedEncoderSAC(SAC):
         factory = config.critic_encoder_factory
         if not isinstance(factory, BevStateEncoderFactory) or config.actor_encoder_factory != factory:
             raise ValueError("SharedEncoderSACConfig needs the same BevStateEncoderFactory as actor and critic encoder factory")
+        if config.observation_scaler or config.action_scaler or config.reward_scaler:
+            raise ValueError("SharedEncoderSACConfig takes no scalers: its update moves batches to the device as they are")
         trunk = factory.create_trunk(observation_shape).to(self._device)
         targ_trunk = factory.create_trunk(observation_shape).to(self._device)  # set to the trunk's weights by the impl
         policy = create_normal_policy(
@@ -148,7 +152,9 @@ class SharedEncoderSAC(SAC):
 
         shared = set(trunk.parameters())
         actor_parameters = nn.ParameterList([p for p in policy.parameters() if p not in shared])
-        actor_optim = config.actor_optim_factory.create([("actor", actor_parameters)], lr=config.actor_learning_rate, compiled=self.compiled)
+        actor_optim = config.actor_optim_factory.create(
+            [("actor", actor_parameters)], lr=config.actor_learning_rate, compiled=self.compiled
+        )
         critic_optim = config.critic_optim_factory.create(q_funcs.named_modules(), lr=config.critic_learning_rate, compiled=self.compiled)
         temp_optim = (
             config.temp_optim_factory.create(log_temp.named_modules(), lr=config.temp_learning_rate, compiled=self.compiled)
