@@ -130,11 +130,11 @@ def test_a_worker_killed_mid_run_is_replaced_and_every_shard_is_labelled_exactly
 def test_local_gpu_workers_each_see_one_device_and_offer_the_gpu_resource():
     from annotate.run import _GpuLocalCluster
 
-    with _GpuLocalCluster(gpus=2, workers=3) as cluster, Client(cluster) as client:
+    with _GpuLocalCluster(gpus=2, workers=3, env={"OMP_NUM_THREADS": "7"}) as cluster, Client(cluster) as client:
         client.wait_for_workers(3, timeout=120)
-        seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        seen = client.run(lambda: (os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("OMP_NUM_THREADS")))
         resources = {info["resources"].get("GPU") for info in client.scheduler_info(n_workers=-1)["workers"].values()}
-    assert sorted(seen.values()) == ["0", "0", "1"] and resources == {1}
+    assert sorted(seen.values()) == [("0", "7"), ("0", "7"), ("1", "7")] and resources == {1}  # the thread budget reaches them too
 
 
 @pytest.mark.gpu
