@@ -18,7 +18,9 @@ Run it as a module from the repository root (one command; ``--device cuda`` time
    a. the agent (d3rlpy, ``train.sac``) against ``bench/plain_sac.py``, SAC written directly in PyTorch on
       the same networks, weights and pre-sampled batches (update only; checked to compute the same losses).
       Goal: >= 0.8x;
-   b. the code before issue 10 (``git archive --baseline-rev``, default the main it started from) against
+   b. the code before issue 10 (``git archive --baseline-rev``, default the main it started from; where there
+      is no git checkout, ``--baseline-src DIR`` holding it unpacked, e.g. made with
+      ``mkdir -p .cache/before && git archive 613d707 train data_schema | tar -x -C .cache/before``) against
       this checkout, each in a fresh process running ``bench/baseline_update.py`` on the same transitions:
       replay sampling plus update, as training runs them. Goal: >= 3x;
    c. the trunk's share of an update (forward+backward on s, two forwards on s') as it runs (channels-last,
@@ -222,7 +224,8 @@ def updates(chunks: list[ShardTransitions], args: argparse.Namespace, tmp: str) 
     batches = [buffer.sample(256) for _ in range(args.updates)]
     transitions = f"{tmp}/transitions.npz"
     save_transitions(chunks, transitions)
-    old_root = checkout(args.baseline_rev, tmp)
+    old_root = str(Path(args.baseline_src).resolve()) if args.baseline_src else checkout(args.baseline_rev, tmp)
+    before = args.baseline_src or args.baseline_rev
     for device in args.device:
         for threads in args.threads:
             torch.set_num_threads(threads)
@@ -257,7 +260,7 @@ def updates(chunks: list[ShardTransitions], args: argparse.Namespace, tmp: str) 
                 speedup = [n / o for n, o in zip(rates["new"], rates["old"])]
                 cpu_speedup = [n / o for n, o in zip(rates["new_cpu"], rates["old_cpu"])]
                 rows += [
-                    (f"b. before issue 10 ({args.baseline_rev}), sample + update", spread(rates["old"]), ""),
+                    (f"b. before issue 10 ({before}), sample + update", spread(rates["old"]), ""),
                     ("   this checkout, sample + update", spread(rates["new"]), ""),
                     ("   speed-up", spread(speedup), "goal >= 3x"),
                     ("   speed-up in updates per CPU-second", spread(cpu_speedup), "load-proof at 1 thread"),
@@ -278,6 +281,7 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="devices for the updates, e.g. cpu,cuda (default: cpu, and cuda when there is one)")
     parser.add_argument("--bev-size", type=int, default=64)
     parser.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision whose update is the 'before'")
+    parser.add_argument("--baseline-src", default=None, help="folder holding the 'before' train and data_schema, where git is missing")
     parser.add_argument("--skip-collection", action="store_true", help="skip part 2 (collection steps/s)")
     args = parser.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, available_cores()})
