@@ -127,9 +127,10 @@ def time_to_collision(
     for p, v, h in zip(position, velocity, half):
         with np.errstate(divide="ignore", invalid="ignore"):
             t0, t1 = (-h - p) / v, (h - p) / v
+        # No relative motion along this axis: inside the slab for ever, or never (both ends at +inf).
         still = v == 0
         t0 = np.where(still, np.where(np.abs(p) < h, -np.inf, np.inf), t0)
-        t1 = np.where(still, np.where(np.abs(p) < h, np.inf, -np.inf), t1)
+        t1 = np.where(still, np.inf, t1)
         enter = np.maximum(enter, np.minimum(t0, t1))
         leave = np.minimum(leave, np.maximum(t0, t1))
     ttc = np.where((enter <= leave) & (leave >= 0), enter, np.inf)

@@ -127,6 +127,9 @@ def test_time_to_collision_for_following_crossing_and_passing_agents():
     # a car ahead driving away faster than the ego never closes; one behind closing in does
     assert ttc([agent("vehicle", 20.0, 0.0, length=4.5, speed=10.0)], 5.0)[0] == math.inf
     assert ttc([agent("vehicle", -12.0, 0.0, length=4.5, speed=7.0)], 5.0)[0] == pytest.approx((12.0 - 4.5) / 2.0)
+    # no relative motion along an axis on which they are apart: they never meet (both stopped, or side by side)
+    assert ttc([agent("cyclist", 12.0, -2.0, speed=0.0)], 0.0)[0] == math.inf
+    assert ttc([agent("vehicle", 0.0, 3.5, length=4.5, width=1.8, speed=5.0)], 5.0)[0] == math.inf
     # overlapping already; beyond the horizon
     assert ttc([agent("pedestrian", 1.0, 0.0)], 0.0)[0] == 0.0
     assert ttc([agent("vehicle", 200.0, 0.0, speed=0.0)], 5.0)[0] == math.inf
