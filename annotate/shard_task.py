@@ -31,7 +31,6 @@ import numpy as np
 import pyarrow as pa
 
 from data_schema import LABEL_SCHEMA, Dataset, decode_image
-from data_schema.episodes import EpisodeOrder
 from data_schema.groundtruth import GateQuality, critical_in_corridor
 from data_schema.reward import REWARD_RAW_COLUMNS, synthesize
 
@@ -40,6 +39,7 @@ from annotate.caches import (
     embedding_cache_folder, read_embedding_cache, read_vlm_cache, vlm_cache_folder, write_embedding_cache, write_vlm_cache,
 )  # fmt: skip
 from annotate.config import AnnotateConfig
+from annotate.shard_frames import ShardFrames
 from annotate.vlm import VlmAnswer, cache_key
 
 __all__ = ["SHARD_TASK_COLUMNS", "ShardStats", "ShardTask", "VlmTransportError", "annotate_shard", "decoded_chunks"]
@@ -100,7 +100,7 @@ def annotate_shard(task: ShardTask) -> ShardStats:
         stats.status = "skipped"
         return stats
     table = dataset.read_shard(task.shard, SHARD_TASK_COLUMNS)
-    columns = _Columns(table)
+    columns = ShardFrames(table)
     stats.frames = table.num_rows
     config = task.config
 
@@ -143,33 +143,7 @@ def annotate_shard(task: ShardTask) -> ShardStats:
     return stats
 
 
-class _Columns:
-    """The raw columns a task needs, converted once."""
-
-    def __init__(self, table: pa.Table) -> None:
-        self.episode_id = np.asarray(table.column("episode_id").to_pylist(), dtype=object)
-        self.step = table.column("step").to_numpy()
-        self.bev = table.column("bev").to_pylist()
-        self.camera = table.column("camera").to_pylist()
-        self.has_camera = len(self.camera) > 0 and all(c is not None for c in self.camera)
-        self.episodes = EpisodeOrder.of(self.episode_id, self.step)
-
-    def __len__(self) -> int:
-        return len(self.step)
-
-    def frame(self, row: int) -> bytes:
-        """The encoded image the dynamic pathway sees: the camera frame, else the BEV."""
-        return self.camera[row] if self.has_camera else self.bev[row]
-
-    def window(self, row: int, k: int) -> list[bytes]:
-        """K+1 frames ending at ``row`` within its episode, oldest first; the episode's first frame pads the start."""
-        pos = self.episodes.position[row]
-        start = self.episodes.episode_start[pos]
-        rows = [self.episodes.order[max(pos - k + j, start)] for j in range(k + 1)]
-        return [self.frame(int(r)) for r in rows]
-
-
-def _gate(table: pa.Table, columns: _Columns, config: AnnotateConfig) -> tuple[np.ndarray, str, list[list[dict]]]:
+def _gate(table: pa.Table, columns: ShardFrames, config: AnnotateConfig) -> tuple[np.ndarray, str, list[list[dict]]]:
     """Per frame: whether the gate fires and the camera detections; and the source that decided.
 
     The camera gate needs camera frames; a shard without them uses ``gate_fallback`` instead.
@@ -203,7 +177,7 @@ def decoded_chunks(blobs: Sequence[bytes]) -> Iterator[tuple[int, list[np.ndarra
 
 
 def _assess(
-    dataset: Dataset, shard: str, columns: _Columns, gate: np.ndarray, config: AnnotateConfig, stats: ShardStats
+    dataset: Dataset, shard: str, columns: ShardFrames, gate: np.ndarray, config: AnnotateConfig, stats: ShardStats
 ) -> list[VlmAnswer | None]:
     """The VLM answer of every gated frame (None elsewhere or with the VLM off), through the answer cache."""
     answers: list[VlmAnswer | None] = [None] * len(columns)
@@ -240,7 +214,7 @@ def _assess(
 
 
 def _embeddings(
-    dataset: Dataset, shard: str, columns: _Columns, wanted: Sequence[tuple[str, int]], config: AnnotateConfig, stats: ShardStats
+    dataset: Dataset, shard: str, columns: ShardFrames, wanted: Sequence[tuple[str, int]], config: AnnotateConfig, stats: ShardStats
 ) -> dict[str, np.ndarray]:
     """Normalised image embeddings per view (one row per shard row; zeros where not wanted), through the cache."""
     pathway = model_cache.static_pathway(config.clip)

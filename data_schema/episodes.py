@@ -39,6 +39,12 @@ class EpisodeOrder:
         position[order] = np.arange(n)
         return cls(order, position, episode_start)
 
+    def window(self, row: int, k: int) -> list[int]:
+        """The K+1 rows ending at ``row`` within its episode, oldest first; the episode's first row pads the start."""
+        pos = int(self.position[row])
+        start = int(self.episode_start[pos])
+        return [int(self.order[max(pos - k + j, start)]) for j in range(k + 1)]
+
     def rows_before(self) -> np.ndarray:
         """Per sorted position: how many earlier rows its episode has."""
         return np.arange(len(self.order)) - self.episode_start
