@@ -13,6 +13,10 @@ from typing import Any
 
 ACTIONS = ("continue", "slow_down", "stop", "yield")
 DESCRIPTION_MAX_CHARS = 300
+#: The description: one line of 1 to DESCRIPTION_MAX_CHARS characters, no control characters, starting with a
+#: visible one. A pattern rather than ``minLength``/``maxLength``: grammar engines (xgrammar, which vLLM uses too)
+#: let a length-bounded string hold raw control characters, which JSON forbids, and ignore the lengths beside a pattern.
+DESCRIPTION_PATTERN = "^[^\\x00-\\x20][^\\x00-\\x1f]{0,%d}$" % (DESCRIPTION_MAX_CHARS - 1)
 #: Longest model text searched for an answer: bounds the parser's work on runaway generations.
 MAX_TEXT_CHARS = 20_000
 
@@ -21,7 +25,7 @@ ANSWER_SCHEMA: dict[str, Any] = {
     "properties": {
         "hazard": {"type": "boolean"},
         "risk": {"type": "number", "minimum": 0, "maximum": 1},
-        "description": {"type": "string", "minLength": 1, "maxLength": DESCRIPTION_MAX_CHARS},
+        "description": {"type": "string", "pattern": DESCRIPTION_PATTERN},
         "action": {"type": "string", "enum": list(ACTIONS)},
     },
     "required": ["hazard", "risk", "description", "action"],
@@ -93,7 +97,7 @@ def validate_answer(value: Any) -> str | None:
     description = value["description"]
     if not isinstance(description, str) or not description.strip():
         return "description must be a non-empty string"
-    if len(description) > DESCRIPTION_MAX_CHARS or "\n" in description:
+    if len(description) > DESCRIPTION_MAX_CHARS or any(ord(c) < 0x20 for c in description):
         return f"description must be one sentence of at most {DESCRIPTION_MAX_CHARS} characters"
     if value["action"] not in ACTIONS:
         return f"action must be one of {list(ACTIONS)}, got {value['action']!r}"

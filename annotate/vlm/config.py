@@ -57,7 +57,8 @@ class VlmConfig:
     # openai (an OpenAI-compatible server such as `vllm serve`)
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str | None = None
-    #: Send the answer's JSON schema as ``response_format``; turn off for servers that reject it.
+    #: Constrain decoding to the answer's JSON schema: xgrammar in ``transformers``, structured outputs in
+    #: ``vllm``, ``response_format`` for ``openai`` (turn off for servers that reject it).
     structured_output: bool = True
     concurrency: int = 4
     timeout_s: float = 120.0

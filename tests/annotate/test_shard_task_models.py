@@ -94,7 +94,7 @@ def test_new_prompts_reuse_the_vlm_answers(early_hazard, tiny_qwen3_vl_answering
 
 
 def test_a_malformed_answer_is_recorded_with_its_raw_text_and_leaves_no_dynamic_term(early_hazard, tiny_qwen3_vl):
-    config = vlm_config(tiny_qwen3_vl, "vlm.retries=0", "vlm.max_new_tokens=16")
+    config = vlm_config(tiny_qwen3_vl, "vlm.retries=0", "vlm.max_new_tokens=16", "vlm.structured_output=false")
     got, stats = label_one(early_hazard, config)
     assert stats.vlm_calls == 3 and stats.vlm_ok == 0
     assert got.column("vlm_ok").to_pylist() == [None, False, False, False, None, None]
@@ -104,6 +104,14 @@ def test_a_malformed_answer_is_recorded_with_its_raw_text_and_leaves_no_dynamic_
     assert got.column("r_dynamic").to_pylist() == [0.0] * 6
     _, again = label_one(early_hazard, config, "again")
     assert again.vlm_calls == 0 and again.vlm_cache_hits == 3  # a model's bad answer is an answer: cached
+
+
+def test_with_constrained_decoding_even_the_random_model_answers_and_every_gated_frame_gets_a_dynamic_term(early_hazard, tiny_qwen3_vl):
+    got, stats = label_one(early_hazard, vlm_config(tiny_qwen3_vl, "vlm.retries=0", "vlm.max_new_tokens=400"))
+    gated = [False, True, True, True, False, False]
+    assert stats.vlm_calls == 3 and stats.vlm_ok == 3
+    assert got.column("vlm_ok").to_pylist() == [True if g else None for g in gated]
+    assert (got.column("r_dynamic").to_numpy() != 0).tolist() == gated
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ def _config(model, **changes) -> VlmConfig:
 
 
 def test_random_model_answers_are_retried_then_recorded_not_raised(tiny_qwen3_vl):
-    backend = make_vlm_backend(_config(tiny_qwen3_vl, retries=2, batch_size=2))
+    backend = make_vlm_backend(_config(tiny_qwen3_vl, retries=2, batch_size=2, structured_output=False))
     rng = np.random.default_rng(0)
     windows = [random_window(rng) for _ in range(3)]
     answers = backend.assess(windows)
@@ -30,6 +30,19 @@ def test_random_model_answers_are_retried_then_recorded_not_raised(tiny_qwen3_vl
     again = backend.assess(windows[:1])
     assert again[0].raw == answers[0].raw
     assert backend.model_id == str(tiny_qwen3_vl) and len(backend.settings_id()) == 64
+
+
+def test_constrained_decoding_makes_the_random_model_answer_valid_json(tiny_qwen3_vl):
+    rng = np.random.default_rng(4)
+    windows = [random_window(rng) for _ in range(3)]
+    free = make_vlm_backend(_config(tiny_qwen3_vl, retries=0, max_new_tokens=400, structured_output=False)).assess(windows)
+    assert [a.ok for a in free] == [False, False, False]
+    answers = make_vlm_backend(_config(tiny_qwen3_vl, retries=0, max_new_tokens=400, batch_size=2)).assess(windows)
+    for answer in answers:
+        assert answer.ok and answer.attempts == 1 and answer.error is None
+        # compact, in the schema's key order: the form the grammar allows and the fine-tune teaches
+        assert answer.raw.startswith('{"hazard":') and json.loads(answer.raw).keys() == json.loads(answer.answer_json).keys()
+        assert answer.description == json.loads(answer.raw)["description"]
 
 
 def test_bad_frames_and_missing_model_raise(tiny_qwen3_vl, tmp_path):
