@@ -20,6 +20,7 @@ COMMANDS = {
     "export": "pipeline.commands.evaluate:export",
     "audit": "pipeline.commands.audit:audit",
     "labels": "pipeline.commands.audit:labels",
+    "vlm": "pipeline.commands.vlm:vlm",
     "demo": "pipeline.commands.demo:demo",
 }
 
