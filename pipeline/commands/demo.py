@@ -10,9 +10,12 @@ from pipeline.commands.annotate import annotate
 from pipeline.commands.collect import collect, info
 from pipeline.commands.evaluate import evaluate
 from pipeline.commands.train import train
+from pipeline.commands.vlm import finetune_command
 
 #: open_clip's smallest ViT: the demo must run in minutes on a laptop CPU.
 DEMO_CLIP_MODEL = "ViT-S-32-alt"
+#: Fine-tuning steps of the demo's tiny VLM: a minute or two on two CPU cores.
+DEMO_VLM_STEPS = 200
 
 
 @click.command("demo")
@@ -29,33 +32,39 @@ DEMO_CLIP_MODEL = "ViT-S-32-alt"
 @click.option("--eval-episodes", type=click.IntRange(min=1), default=3, show_default=True,
               help="Evaluation episodes per policy (random, expert, trained) on the same fixed routes.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=200, show_default=True, help="Steps per episode.")
+@click.option("--vlm-steps", type=click.IntRange(min=0), default=DEMO_VLM_STEPS, show_default=True,
+              help="Fine-tuning steps of the tiny Qwen3-VL that answers for the dynamic pathway (pipeline vlm finetune "
+                   "on the collected gated windows); 0 runs without a VLM.")
 @click.pass_context
 def demo(ctx: click.Context, out_dir: str, clip_checkpoint: str | None, clip_model: str, episodes: int, rounds: int,
-         steps_per_round: int, eval_episodes: int, max_steps: int) -> None:  # fmt: skip
-    """Collect → annotate → train → evaluate on the embedded SUMO town, in a few minutes on a CPU.
+         steps_per_round: int, eval_episodes: int, max_steps: int, vlm_steps: int) -> None:  # fmt: skip
+    """Collect → tune the VLM → annotate → train → evaluate on the embedded SUMO town, in a few minutes on a CPU.
 
-    Writes OUT_DIR/dataset (raw shards and the label set `demo`) and OUT_DIR/run (checkpoints, metrics.csv,
-    TensorBoard logs, evaluation JSON). Rerunning with the same OUT_DIR resumes collection and skips what is
-    already annotated; training starts afresh in OUT_DIR/run-2, -3, ...
+    Writes OUT_DIR/dataset (raw shards and the label set `demo`), OUT_DIR/vlm (the tiny VLM tuned on the
+    collected gated windows, whose answers give gated frames their r_dynamic) and OUT_DIR/run (checkpoints,
+    metrics.csv, TensorBoard logs, evaluation JSON). Rerunning with the same OUT_DIR resumes collection, finds
+    the VLM tuned and skips what is already annotated; training starts afresh in OUT_DIR/run-2, -3, ...
     """
     out = Path(out_dir)
     dataset = str(out / "dataset")
     weights = f"pretrained={clip_checkpoint}" if clip_checkpoint else "pretrained=none"
-    label_settings = (
-        f"clip.model={clip_model}",
-        f"clip.{weights}",
-        "gate.source=scene",
-        "vlm.backend=none",
-        # Random CLIP weights put r_static near -0.06, below the paper's theta_min of -0.03, which would
-        # saturate the semantic score at 0 (desired speed 0). A wider band keeps the speed term meaningful.
-        *(() if clip_checkpoint else ("reward.theta_min=-0.2",)),
-    )
-    _stage("1/4 collect: expert and random episodes on the SUMO town")
+    _stage("1/5 collect: expert and random episodes on the SUMO town")
     for policy, seed in (("expert", 0), ("random", 100)):
         ctx.invoke(collect, dataset=dataset, sim="sumo", episodes=episodes, policy=policy, seed=seed, max_steps=max_steps)
     ctx.invoke(info, dataset=dataset)
 
-    _stage("2/4 annotate: CLIP static pathway + scene gate (no VLM offline) into label set 'demo'")
+    _stage("2/5 vlm: fine-tune a tiny Qwen3-VL on the gated windows' ground-truth answers (pipeline vlm finetune)")
+    vlm_settings = _tuned_vlm(ctx, dataset, out / "vlm", vlm_steps)
+    label_settings = (
+        f"clip.model={clip_model}",
+        f"clip.{weights}",
+        "gate.source=scene",
+        *vlm_settings,
+        # Random CLIP weights put r_static near -0.06, below the paper's theta_min of -0.03, which would
+        # saturate the semantic score at 0 (desired speed 0). A wider band keeps the speed term meaningful.
+        *(() if clip_checkpoint else ("reward.theta_min=-0.2",)),
+    )
+    _stage("3/5 annotate: CLIP static pathway + scene gate + the tuned VLM's dynamic pathway into label set 'demo'")
     if clip_checkpoint:
         click.echo(f"CLIP: {clip_model} with weights {clip_checkpoint}")
     else:
@@ -66,7 +75,7 @@ def demo(ctx: click.Context, out_dir: str, clip_checkpoint: str | None, clip_mod
         )
     ctx.invoke(annotate, dataset=dataset, label_set="demo", overrides=label_settings, in_process=True)
 
-    _stage("3/4 train: online SAC rounds, each round's shards annotated in the background")
+    _stage("4/5 train: online SAC rounds, each round's shards annotated in the background")
     run_dir = _fresh(out / "run")
     ctx.invoke(
         train,
@@ -82,8 +91,24 @@ def demo(ctx: click.Context, out_dir: str, clip_checkpoint: str | None, clip_mod
         settings=(f"max_episode_steps={max_steps}", "episodes_per_shard=2"),
     )
 
-    _stage("4/4 evaluate: random, expert and the trained policy on the same fixed routes")
+    _stage("5/5 evaluate: random, expert and the trained policy on the same fixed routes")
     ctx.invoke(evaluate, targets=("random", "expert", str(run_dir)), episodes=eval_episodes, seed=1000, max_steps=max_steps)
+
+
+def _tuned_vlm(ctx: click.Context, dataset: str, out: Path, steps: int) -> tuple[str, ...]:
+    """The annotate settings of the dynamic pathway: the tiny VLM tuned on ``dataset``, or none when there is
+    nothing to tune it on (too few episodes with gated frames) or ``steps`` is 0."""
+    if steps == 0:
+        click.echo("VLM: off (--vlm-steps 0); gated frames get no dynamic term")
+        return ("vlm.backend=none",)
+    try:
+        ctx.invoke(finetune_command, dataset=dataset, base="tiny", out_dir=str(out), steps=steps, batch_size=8, learning_rate=None,
+                   method="auto", lora_rank=16, holdout=0.2, seed=0, device="cpu", threads=None, config_file=None,
+                   overrides=("gate.source=scene",))  # fmt: skip
+    except click.ClickException as error:
+        click.secho(f"VLM: not tuned ({error.message}); annotating without the dynamic pathway", fg="yellow")
+        return ("vlm.backend=none",)
+    return ("vlm.backend=transformers", f"vlm.model={out}", "vlm.device=cpu", "vlm.batch_size=16")
 
 
 def _stage(title: str) -> None:
