@@ -14,8 +14,8 @@ from pipeline.commands.vlm import finetune_command
 
 #: open_clip's smallest ViT: the demo must run in minutes on a laptop CPU.
 DEMO_CLIP_MODEL = "ViT-S-32-alt"
-#: Fine-tuning steps of the demo's tiny VLM: a minute or two on two CPU cores.
-DEMO_VLM_STEPS = 200
+#: Fine-tuning steps of the demo's tiny VLM: enough to learn the answer's form, about a minute on two free CPU cores.
+DEMO_VLM_STEPS = 100
 
 
 @click.command("demo")
