@@ -64,7 +64,7 @@ def demo(ctx: click.Context, out_dir: str, clip_checkpoint: str | None, clip_mod
         # saturate the semantic score at 0 (desired speed 0). A wider band keeps the speed term meaningful.
         *(() if clip_checkpoint else ("reward.theta_min=-0.2",)),
     )
-    _stage("3/5 annotate: CLIP static pathway + scene gate + the tuned VLM's dynamic pathway into label set 'demo'")
+    _stage("3/5 annotate: CLIP static pathway + scene gate + the tuned VLM's dynamic pathway (if tuned) into label set 'demo'")
     if clip_checkpoint:
         click.echo(f"CLIP: {clip_model} with weights {clip_checkpoint}")
     else:
