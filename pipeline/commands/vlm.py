@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import click
-import torch
 from transformers.utils import logging as transformers_logging
 
 from annotate.config import ConfigError, load_config
@@ -20,6 +19,7 @@ from annotate.vlm.targets import TargetRule
 from data_schema import Dataset, DatasetError
 from data_schema.risk import RiskRule
 from data_schema.storage import atomic_write_text
+from pipeline.threads import available_cores, use_threads
 
 #: Errors that carry a message for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ConfigError, DatasetError, FileNotFoundError, ValueError, ImportError)
@@ -33,7 +33,7 @@ _set_option = click.option(
     help="Override one annotate setting, e.g. --set vlm.max_image_side=96 --set gate.corridor_length=30. Repeatable.",
 )  # fmt: skip
 _threads_option = click.option(
-    "--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's choice)."
+    "--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: every core this process may use)."
 )
 
 
@@ -165,8 +165,8 @@ def _json(data: dict) -> str:
 
 
 def _set_threads(threads: int | None) -> None:
-    """torch's thread count; transformers' own load and save bars are hidden behind ours."""
+    """An explicit torch thread count (the pipeline's thread budget); transformers' own load and save bars are
+    hidden behind ours."""
     transformers_logging.disable_progress_bar()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    use_threads(threads or available_cores())
 
