@@ -12,7 +12,7 @@ import torch
 
 
 class ThreadProbe:
-    """Writes ``{pid: torch threads}`` to a file per process on every episode start; drives straight ahead."""
+    """Writes ``{pid: torch threads}`` to a file per episode on its start; drives straight ahead."""
 
     name = "thread-probe"
 
@@ -21,7 +21,7 @@ class ThreadProbe:
 
     def reset(self, seed: int) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / f"{os.getpid()}.json").write_text(json.dumps({"pid": os.getpid(), "threads": torch.get_num_threads()}))
+        (self.folder / f"{seed}.json").write_text(json.dumps({"pid": os.getpid(), "threads": torch.get_num_threads()}))
 
     def act(self, obs: object, bev: np.ndarray) -> np.ndarray:
         return np.array([0.0, 0.3], np.float32)

@@ -46,7 +46,8 @@ def test_collect_worker_processes_run_with_the_budget(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(before)
     reports = [json.loads(p.read_text()) for p in (tmp_path / "probe").glob("*.json")]
-    assert len(reports) == 2 and os.getpid() not in {r["pid"] for r in reports}  # two worker processes reported
+    assert len(reports) == 2 and os.getpid() not in {r["pid"] for r in reports}  # both episodes ran in worker processes
+    # (one worker may take both: the pool hands out episodes as workers free up)
     assert {r["threads"] for r in reports} == {1}
 
 
