@@ -1,13 +1,33 @@
-"""Encoding and decoding of the image columns (``bev`` PNG, ``camera`` JPEG)."""
+"""Encoding and decoding of the image columns (``bev`` PNG, ``camera`` JPEG).
+
+Image bytes come from shards, which may be damaged: a frame that does not decode is an ``ImageError``, and
+readers that know where it came from turn it into a SchemaError naming the shard, column, episode and step
+(:func:`naming_frames`), so the shard can be found, and skipped by ``--skip-bad`` readers.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import zlib
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+
+from data_schema.errors import DatasetError, SchemaError
+
+#: What PIL raises on damaged bytes: unknown format, truncated data, bad chunk CRCs, corrupt zlib streams.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, zlib.error, Image.DecompressionBombError)
+
+
+class ImageError(DatasetError):
+    """Bytes that do not decode as a PNG or JPEG image; ``row`` is the frame's position as the caller gave it."""
+
+    def __init__(self, message: str, row: int | None = None) -> None:
+        super().__init__(message)
+        self.row = row
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
@@ -37,16 +57,38 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """An HxWx3 uint8 RGB array from PNG or JPEG bytes."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
+def decode_image(data: bytes, row: int | None = None) -> np.ndarray:
+    """An HxWx3 uint8 RGB array from PNG or JPEG bytes; ``row`` is carried by the ImageError of bad bytes."""
+    return np.asarray(decode_pil(data, row))
 
 
-def decode_pil(data: bytes) -> Image.Image:
+def decode_pil(data: bytes, row: int | None = None) -> Image.Image:
     """A PIL RGB image from PNG or JPEG bytes (for resizing or drawing before use)."""
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
+    except _DECODE_ERRORS as error:
+        raise ImageError(f"not a decodable PNG/JPEG image ({type(error).__name__}: {error})", row) from error
+
+
+@contextlib.contextmanager
+def naming_frames(path: str, column: str | Sequence[str], episode_ids: Sequence[str], steps: Sequence[int]) -> Iterator[None]:
+    """ImageErrors of the block whose ``row`` indexes ``episode_ids``/``steps`` (and ``column`` when frames of
+    several columns are decoded together) as SchemaErrors naming the shard ``path``, column, episode and step."""
+    try:
+        yield
+    except ImageError as error:
+        if error.row is None:
+            raise
+        row = error.row
+        name = column if isinstance(column, str) else list(column)[row]
+        raise SchemaError(path, f"episode {list(episode_ids)[row]!r}, step {int(list(steps)[row])}: {error}", column=name) from error
+
+
+def decode_column(blobs: Sequence[bytes | None], episode_ids: Sequence[str], steps: Sequence[int], path: str, column: str) -> list[np.ndarray | None]:
+    """Decoded frames of one image column of shard ``path`` (None stays None); a bad frame is named."""
+    with naming_frames(path, column, episode_ids, steps):
+        return [decode_image(b, i) if b is not None else None for i, b in enumerate(blobs)]
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 ``label_set.json`` holds the spec of everything that determines the labels' values, its content hash, and
 provenance. Readers take it as a typed :class:`LabelSetInfo`, read once, rather than digging into the
-JSON; annotate, which writes it, reads and writes the raw document. Each label shard carries the hash in
+JSON, and checked: a spec that no longer hashes to its recorded hash (edited by hand) is refused, since
+the label shards were computed from the spec the hash names, not from the edit. annotate, which writes
+the file, reads and writes the raw document. Each label shard carries the hash in
 its Parquet metadata, so a stale shard is detected, never mixed in.
 
 "Labelled" has one meaning everywhere: a raw shard is labelled when its label shard exists *and* carries
@@ -22,6 +24,7 @@ import pyarrow as pa
 from data_schema import shards
 from data_schema.errors import DatasetError, SchemaError
 from data_schema.groundtruth import Corridor
+from data_schema.naming import check_name
 from data_schema.reward import RewardConfig
 from data_schema.settings import build
 from data_schema.storage import atomic_write_bytes, remove_leftovers
@@ -64,6 +67,16 @@ class LabelSetInfo:
             raise DatasetError(f"{path}: missing key(s) {missing}; not written by `pipeline annotate`?")
         if not isinstance(document["spec"], dict):
             raise DatasetError(f"{path}: 'spec' must be a JSON object")
+        try:
+            actual = spec_hash(document["spec"])
+        except ValueError as error:  # NaN or infinity in the spec: not canonical JSON
+            raise DatasetError(f"{path}: spec is not canonical JSON ({error})") from error
+        if actual != document["hash"]:
+            raise DatasetError(
+                f"{path}: the spec does not match its hash (recorded {str(document['hash'])[:12]}, the spec hashes to "
+                f"{actual[:12]}): the file was edited after annotation, and its labels were computed from another spec. "
+                "Undo the edit, or annotate under a new --label-set name with the settings you want"
+            )
         return cls(path, str(document["name"]), str(document["hash"]), document["spec"], dict(document.get("provenance") or {}))
 
     def section(self, name: str) -> dict[str, Any]:
@@ -108,7 +121,8 @@ class LabelSet:
         return f"{self.path}/{INFO_FILE}"
 
     def shard_path(self, shard: str) -> str:
-        return f"{self.path}/{shard}{SHARD_SUFFIX}"
+        """The label shard of raw shard ``shard``; a name that is not a shard name never becomes a path."""
+        return f"{self.path}/{check_name('shard', shard)}{SHARD_SUFFIX}"
 
     def exists(self) -> bool:
         return self.dataset.fs.exists(self.info_path)
@@ -120,8 +134,10 @@ class LabelSet:
         try:
             with self.dataset.fs.open(self.info_path, "r") as f:
                 return json.load(f)
-        except json.JSONDecodeError as e:
+        except ValueError as e:  # invalid JSON or not UTF-8 text
             raise DatasetError(f"{self.info_path}: not valid JSON ({e})") from e
+        except OSError as e:
+            raise DatasetError(f"{self.info_path}: cannot read ({e.strerror or e})") from e
 
     def info(self) -> LabelSetInfo:
         return LabelSetInfo.from_document(self.info_path, self.document())

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from data_schema.dataset import Dataset
 from data_schema.errors import DatasetError
-from data_schema.images import decode_image
+from data_schema.images import decode_image, naming_frames
 from data_schema.schema import IMAGE_COLUMNS, KEY_COLUMNS, LABEL_SCHEMA, RAW_STEP_SCHEMA
 
 #: Raw columns that mark an event on arriving at a step; ``near_event`` accepts these.
@@ -160,13 +160,15 @@ def iter_frames(
         label += [c for c in extra_label if c not in label]
     todo = labelled_shards(ds, label_set, shards)
     # one join over all shards (it lists the label set once), yielding one frame per shard in this order
-    joined = ds.iter_joined(label_set, columns=raw, label_columns=label, shards=todo, missing="error")
-    bar = tqdm(todo, desc=f"reading {label_set}", unit="shard", disable=not progress or len(todo) < PROGRESS_MIN_SHARDS, leave=False)
-    for shard, df in zip(bar, joined):
+    joined = ds.iter_joined_shards(label_set, columns=raw, label_columns=label, shards=todo, missing="error")
+    bar = tqdm(total=len(todo), desc=f"reading {label_set}", unit="shard", disable=not progress or len(todo) < PROGRESS_MIN_SHARDS, leave=False)
+    for shard, df in joined:
+        bar.update()
         if where is not None:
             df = df[where(df)].reset_index(drop=True)
         df.insert(2, SHARD_COLUMN, shard)
         yield df
+    bar.close()
 
 
 def frames(
@@ -273,8 +275,17 @@ def attach_images(dataset: Dataset | str, df: pd.DataFrame, images: Sequence[str
     out = df.merge(found, on=list(KEY_COLUMNS), how="left", validate="one_to_one")
     if decode:
         for c in images:
-            out[c] = [decode_image(b) if isinstance(b, bytes) else None for b in out[c]]
+            out[c] = [_decode(ds, b, row, c) for b, (_, row) in zip(out[c], out.iterrows())]
     return out
+
+
+def _decode(ds: Dataset, data: object, row: pd.Series, column: str) -> np.ndarray | None:
+    """One frame decoded; a frame that does not decode is a SchemaError naming its shard, episode and step."""
+    if not isinstance(data, bytes):
+        return None
+    path = ds.shard_path(row[SHARD_COLUMN])
+    with naming_frames(path, column, [row["episode_id"]], [row["step"]]):
+        return decode_image(data, 0)
 
 
 def _row_keys(table: pa.Table) -> pa.Array:

@@ -1,18 +1,20 @@
 """Typed settings from mappings: one loader for the frozen config dataclasses of every stage.
 
 A config is built from layers (shipped defaults, a YAML or TOML file, ``--set key=value`` options). Every
-value is checked against its field's declared type before the dataclass's own validation runs, so a typo
-or a bad value fails before any work starts, with an error naming the key and the file or option it came
+value is checked against its field's declared type before the dataclass's own validation runs (a float
+field takes finite numbers only: NaN and infinity are refused, since every range check passes them or fails
+them in surprising ways), so a typo or a bad value fails before any work starts, with an error naming the key and the file or option it came
 from. annotate (``AnnotateConfig``) and train (``TrainConfig``) load their settings through here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -44,21 +46,21 @@ def read_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-
-def apply_override(root: type, data: dict[str, Any], item: str) -> dict[str, Any]:
-    """``data`` with ``section.key=value`` set; the key is checked against ``root``'s dataclasses, the value parsed for its type."""
+def apply_override(root: type, data: dict[str, Any], item: str, option: str = "--set") -> dict[str, Any]:
+    """``data`` with ``section.key=value`` set; the key is checked against ``root``'s dataclasses, the value parsed
+    for its type. Errors name ``option`` and the key."""
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. gate.confidence=0.4")
+        raise ConfigError(f"{option} {item!r}: expected KEY=VALUE, e.g. gate.confidence=0.4")
     parts = key.split(".")
-    target = _field_type(root, parts, f"--set {key}")
+    target = _field_type(root, parts, f"{option} {key}")
     if raw.strip() in ("null", "~") and _strip_optional(target) is not target:
         value = None
     else:
-        value = raw if _is_text(target) and not _quoted(raw) else _parse_value(raw, key)
+        value = raw if _is_text(target) and not _quoted(raw) else _parse_value(raw, key, option)
     if not (isinstance(target, type) and dataclasses.is_dataclass(target)):
-        _coerce(target, value, "--set", key)  # a type error names the option, not the file
+        _coerce(target, value, option, key)  # a type error names the option, not the file
     out = dict(data)
     node = out
     for part in parts[:-1]:
@@ -68,6 +70,13 @@ def apply_override(root: type, data: dict[str, Any], item: str) -> dict[str, Any
     node[parts[-1]] = value
     return out
 
+
+def overrides(root: type, items: Sequence[str], option: str = "--set") -> dict[str, Any]:
+    """The nested mapping of ``KEY=VALUE`` items for ``root``, each checked as :func:`apply_override` does."""
+    data: dict[str, Any] = {}
+    for item in items:
+        data = apply_override(root, data, item, option)
+    return data
 
 
 def build(cls: type, data: Any, source: str, key: str = "") -> Any:
@@ -172,9 +181,9 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
             return value
         raise _type_error(source, key, "an integer", value)
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        raise _type_error(source, key, "a number", value)
+        raise _type_error(source, key, "a finite number", value)
     if tp is str:
         if isinstance(value, str):
             return value
@@ -226,8 +235,8 @@ def _quoted(raw: str) -> bool:
     return len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\""
 
 
-def _parse_value(raw: str, key: str) -> Any:
+def _parse_value(raw: str, key: str, option: str) -> Any:
     try:
         return yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
-        raise ConfigError(f"--set {key}: cannot parse value {raw!r} ({error})") from error
+        raise ConfigError(f"{option} {key}: cannot parse value {raw!r} ({error})") from error

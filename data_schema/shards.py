@@ -1,4 +1,10 @@
-"""Reading and writing single Parquet shards with schema checks that name the file and column."""
+"""Reading and writing single Parquet shards with schema checks that name the file and column.
+
+Shards are written with Parquet page checksums (CRC32) and read with their verification on, so a flipped
+bit in a stored page is a SchemaError naming the shard instead of a changed value. Raw rows must hold
+finite numbers: a NaN or infinite value (at any depth: agents, route points, actions) is refused on write,
+and named on read (shard, column, episode, step) in shards written before that rule.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import io
 from typing import Sequence
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -43,21 +50,72 @@ def conform(table: pa.Table, kind: str, path: str) -> pa.Table:
         sizes = pc.list_value_length(columns[schema.get_field_index("action")])
         if pc.any(pc.not_equal(sizes, ACTION_SIZE)).as_py():
             raise SchemaError(path, f"every non-null action must hold {ACTION_SIZE} values (steer, throttle/brake)", column="action")
-    return pa.Table.from_arrays(columns, schema=schema)
+    table = pa.Table.from_arrays(columns, schema=schema)
+    bad = first_nonfinite(table) if kind == "episodes" else None
+    if bad is not None:
+        raise nonfinite_error(path, *bad, table)
+    return table
+
+
+def nonfinite_rows(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Per element of ``array``: whether it holds a NaN or infinite float at any depth (lists, structs)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    kind = array.type
+    if pa.types.is_floating(kind):
+        return pc.fill_null(pc.invert(pc.is_finite(array)), False).to_numpy(zero_copy_only=False)
+    out = np.zeros(len(array), dtype=bool)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        bad = nonfinite_rows(pc.list_flatten(array))
+        if bad.any():
+            out[pc.list_parent_indices(array).to_numpy()[bad]] = True
+    elif pa.types.is_struct(kind):
+        for i in range(kind.num_fields):
+            out |= nonfinite_rows(pc.struct_field(array, [i]))
+    return out
+
+
+def first_nonfinite(table: pa.Table) -> tuple[str, np.ndarray] | None:
+    """The first column of ``table`` holding a NaN or infinite value, and the rows that do; None when all are finite."""
+    for name in table.column_names:
+        rows = np.flatnonzero(nonfinite_rows(table.column(name)))
+        if len(rows):
+            return name, rows
+    return None
+
+
+def nonfinite_error(path: str, column: str, rows: np.ndarray, keys: pa.Table) -> SchemaError:
+    """The error naming shard, column, episode and step of a non-finite value (``keys``: the rows' episode_id, step)."""
+    row = int(rows[0])
+    episode, step = keys.column("episode_id")[row].as_py(), keys.column("step")[row].as_py()
+    return SchemaError(
+        path, f"NaN or infinite value at episode {episode!r}, step {step} ({len(rows)} row(s) in all); raw rows must hold "
+        "finite numbers", column=column,
+    )  # fmt: skip
+
+
+#: Parquet writer settings of every shard: page checksums let a reader detect a damaged page.
+WRITE_OPTIONS = dict(compression="zstd", write_page_checksum=True)
 
 
 def write_shard(
-    fs: fsspec.AbstractFileSystem, path: str, table: pa.Table, kind: str, label_set_hash: str | None = None
+    fs: fsspec.AbstractFileSystem, path: str, table: pa.Table, kind: str, label_set_hash: str | None = None, exclusive: bool = False
 ) -> None:
-    """Validate ``table`` against the ``kind`` schema and write it atomically as a Parquet shard."""
+    """Validate ``table`` against the ``kind`` schema and write it atomically as a Parquet shard
+    (``exclusive``: never replacing an existing file)."""
     table = conform(table, kind, path)
     table = table.replace_schema_metadata(with_metadata(table.schema, kind, label_set_hash).metadata)
 
     def write(f: io.BufferedIOBase) -> None:
         dictionary = ["backend", "map", "policy", "scenario", "gate_source"]
-        pq.write_table(table, f, compression="zstd", row_group_size=4096, use_dictionary=dictionary)
+        pq.write_table(table, f, row_group_size=4096, use_dictionary=dictionary, **WRITE_OPTIONS)
 
-    atomic_write(fs, path, write)
+    atomic_write(fs, path, write, exclusive)
+
+
+def open_parquet(f) -> pq.ParquetFile:
+    """A Parquet file whose pages are checked against their checksums as they are read."""
+    return pq.ParquetFile(f, page_checksum_verification=True)
 
 
 def _open(fs: fsspec.AbstractFileSystem, path: str):
@@ -66,15 +124,20 @@ def _open(fs: fsspec.AbstractFileSystem, path: str):
     return pa.OSFile(path, "rb") if is_local(fs) else fs.open(path, "rb")
 
 
-def shard_metadata(fs: fsspec.AbstractFileSystem, path: str) -> dict[bytes, bytes]:
-    """The Parquet key-value metadata of a shard (reads only the footer)."""
+def parquet_metadata(fs: fsspec.AbstractFileSystem, path: str) -> pq.FileMetaData:
+    """The Parquet footer of a shard (row counts, statistics, key-value metadata); reads nothing else."""
     try:
         with _open(fs, path) as f:
-            return pq.read_schema(f).metadata or {}
+            return pq.ParquetFile(f).metadata
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such shard") from None
     except (pa.ArrowInvalid, OSError) as e:
         raise SchemaError(path, f"not a readable Parquet file ({e}); delete it and rerun the stage that wrote it") from e
+
+
+def shard_metadata(fs: fsspec.AbstractFileSystem, path: str) -> dict[bytes, bytes]:
+    """The Parquet key-value metadata of a shard (reads only the footer)."""
+    return parquet_metadata(fs, path).metadata or {}
 
 
 def check_metadata(path: str, meta: dict[bytes, bytes], kind: str) -> int:
@@ -82,6 +145,8 @@ def check_metadata(path: str, meta: dict[bytes, bytes], kind: str) -> int:
     version = meta.get(META_SCHEMA_VERSION)
     if version is None:
         raise SchemaError(path, "no schema_version in its metadata: not written by this pipeline")
+    if not version.isdigit():
+        raise SchemaError(path, f"schema_version {version!r} in its metadata is not an integer")
     if int(version) > SCHEMA_VERSION:
         raise SchemaError(
             path, f"written with schema_version {int(version)}, newer than {SCHEMA_VERSION} that this code reads; upgrade drive-vlm-rl"
@@ -116,7 +181,7 @@ def read_shard(
             raise SchemaError(path, f"no such column; known columns: {schema.names}", column=unknown[0])
     try:
         with _open(fs, path) as f:
-            parquet = pq.ParquetFile(f)
+            parquet = open_parquet(f)
             meta = parquet.schema_arrow.metadata or {}
             version = check_metadata(path, meta, kind)
             if label_set_hash is not None and meta.get(META_LABEL_SET_HASH, b"").decode() != label_set_hash:
@@ -126,6 +191,10 @@ def read_shard(
             present = parquet.schema_arrow.names
             defaults = _filled(path, kind, version, [c for c in wanted if c not in present])
             table = parquet.read(columns=[c for c in wanted if c in present], use_threads=is_local(fs))
+            bad = first_nonfinite(table) if kind == "episodes" else None
+            if bad is not None:
+                keys = table if {"episode_id", "step"} <= set(table.column_names) else parquet.read(columns=["episode_id", "step"], use_threads=False)
+                raise nonfinite_error(path, *bad, keys)
     except SchemaError:
         raise
     except FileNotFoundError:

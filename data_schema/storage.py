@@ -2,6 +2,10 @@
 
 Local files are written to ``<name>.<token>.tmp``, fsynced and renamed into place. Object stores have no
 rename; there the final ``put`` of a whole object is itself atomic, so the tmp step is skipped.
+
+An ``exclusive`` write publishes with a hard link instead of a rename, so it fails rather than replace a file
+that appeared meanwhile (raw shards are immutable; an exists-then-rename check would race). A failed write
+(disk full, no permission) is a ``StorageError`` naming the file, and leaves no tmp file behind.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Callable, Iterator
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from data_schema.errors import StorageError
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -31,37 +37,69 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, exclusive: bool = False) -> Iterator[Path]:
     """A tmp file name beside the local file ``path``, for writers that need a name (d3rlpy, TorchScript):
     when the block ends without an error, the tmp file is fsynced and renamed into place and the directory
     fsynced; otherwise it is removed. A kill at any moment leaves the old file or the new one, never a mix.
+    ``exclusive``: refuse (FileExistsError) to replace a file already at ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with _naming(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            _publish(tmp, path, exclusive)
     finally:
         tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    with _naming(path):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _publish(tmp: Path, path: Path, exclusive: bool) -> None:
+    if exclusive:
+        os.link(tmp, path)  # FileExistsError when a file appeared at ``path``: never replaced
+    else:
+        os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _naming(path: str | Path) -> Iterator[None]:
+    """OSErrors of the block (other than an existing file) as a StorageError naming ``path``."""
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        yield
+    except FileExistsError:
+        raise
+    except OSError as error:
+        raise _write_error(path, error) from error
 
 
-def atomic_write(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[io.BufferedIOBase], None]) -> None:
-    """Write ``path`` through ``write(fileobj)`` so that it appears complete or not at all."""
+def _write_error(path: str | Path, error: OSError) -> StorageError:
+    return StorageError(f"{path}: cannot write ({error.strerror or error}); nothing partial was kept")
+
+
+def atomic_write(fs: fsspec.AbstractFileSystem, path: str, write: Callable[[io.BufferedIOBase], None], exclusive: bool = False) -> None:
+    """Write ``path`` through ``write(fileobj)`` so that it appears complete or not at all.
+
+    ``exclusive`` refuses (FileExistsError) to replace an existing file; on object stores, which have no
+    create-if-absent, it is checked just before the put (a narrow race there; local files have none).
+    """
     if not is_local(fs):
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         buffer = io.BytesIO()
         write(buffer)
-        fs.pipe_file(path, buffer.getvalue())
+        with _naming(path):
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            if exclusive and fs.exists(path):
+                raise FileExistsError(path)
+            fs.pipe_file(path, buffer.getvalue())
         return
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, exclusive) as tmp, open(tmp, "wb") as f:
         write(f)
 
 

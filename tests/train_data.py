@@ -10,10 +10,12 @@ import numpy as np
 import pyarrow as pa
 
 from data_schema import Dataset, encode_png
+from data_schema.label_sets import spec_hash
 from episode_tables import episode_table, label_table
 
 FRAME = 32  # stored BEV side in the test datasets (the real rasteriser's is larger; replay downsamples either)
-LABEL_HASH = "test-hash-0001"
+LABEL_SPEC: dict = {"reward": {}}
+LABEL_HASH = spec_hash(LABEL_SPEC)
 
 
 def frame_value(episode: int, step: int) -> int:
@@ -60,7 +62,7 @@ def write_dataset(root: str, shards: dict[str, list[pa.Table]], labelled: set[st
     ds = Dataset.create(root)
     labels = ds.label_set(label_set)
     if not labels.exists():
-        labels.write_document({"name": label_set, "hash": LABEL_HASH, "spec": {"reward": {}}})
+        labels.write_document({"name": label_set, "hash": LABEL_HASH, "spec": LABEL_SPEC})
     for shard, episodes in shards.items():
         raw = pa.concat_tables(episodes)
         ds.write_episode_shard(shard, raw)

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from data_schema import LABEL_SCHEMA, RAW_STEP_SCHEMA, Dataset, encode_jpeg, encode_png
+from data_schema.label_sets import spec_hash
 
 STEPS = 40
 ENDINGS = ("collision", "off_road", "stuck", "goal", "truncated", "normal")
@@ -30,20 +31,26 @@ INVALID_TEXT = "{not json <script>console.error('vlm text ran as code')</script>
 NOISE = 1e-3
 
 
-def spec_document(name: str, digest: str) -> dict:
-    """A label_set.json shaped like the one ``pipeline annotate`` writes."""
+def spec_of(version: str) -> dict:
+    """The label-set spec of ``clg-<version>``: the two differ in their (notional) prompt."""
+    return {"schema_version": 1, "prompts": {"positive": f"clear road {version}"}, "gate": GATE_SPEC,
+            "reward": {"penalty": -10.0, "target_speed_kmh": 25.0}}  # fmt: skip
+
+
+def spec_document(name: str, spec: dict) -> dict:
+    """A label_set.json shaped like the one ``pipeline annotate`` writes (its hash is the spec's)."""
     return {
         "name": name,
-        "hash": digest,
-        "spec": {"schema_version": 1, "gate": GATE_SPEC, "reward": {"penalty": -10.0, "target_speed_kmh": 25.0}},
+        "hash": spec_hash(spec),
+        "spec": spec,
         "provenance": {"created": "2025-01-01T00:00:00+00:00", "updated": "2025-01-01T00:10:00+00:00",
                        "code_version": "0.1.0+gtest", "hosts": ["test-host"], "counts": {"shards": 2, "frames": 240}},
     }  # fmt: skip
 
 
-HASH_V1, HASH_V2 = "a1" * 8, "b2" * 8
 #: The gate section of the label-set spec: the corridor the report scores the gate against.
 GATE_SPEC = {"source": "scene", "corridor_length": 20.0, "corridor_half_width": 2.0, "critical_kinds": ["pedestrian", "cyclist", "motorcycle"]}
+HASH_V1, HASH_V2 = spec_hash(spec_of("v1")), spec_hash(spec_of("v2"))
 
 
 def episode_id(i: int) -> str:
@@ -196,8 +203,8 @@ def build(root: str, episodes_per_shard: int = 3, shards: int = 2) -> Dataset:
     ds = Dataset.create(root, created_by="tests/audit")
     rng = np.random.default_rng(0)
     v1, v2 = ds.label_set("clg-v1"), ds.label_set("clg-v2")
-    v1.write_document(spec_document("clg-v1", HASH_V1))
-    v2.write_document(spec_document("clg-v2", HASH_V2))
+    v1.write_document(spec_document("clg-v1", spec_of("v1")))
+    v2.write_document(spec_document("clg-v2", spec_of("v2")))
     planted = {(episode_id(i), s): d for i, s, d in PLANTED}
     for k in range(shards):
         raw, labels = [], []

@@ -35,7 +35,7 @@ def test_frames_returns_every_joined_row_once_with_chosen_columns(audit_dataset:
 
 def test_images_are_read_for_kept_rows_and_decoded_only_when_asked(audit_dataset: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    monkeypatch.setattr(q, "decode_image", lambda data: calls.append(1) or decode_image(data))
+    monkeypatch.setattr(q, "decode_image", lambda data, row=None: calls.append(1) or decode_image(data, row))
     plain = q.frames(audit_dataset, "clg-v1", columns=["gate"])
     assert "bev" not in plain.columns and "camera" not in plain.columns
     encoded = q.frames(audit_dataset, "clg-v1", columns=["gate"], where=q.gated(), images=["bev"])

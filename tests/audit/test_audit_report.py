@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from audit_chromium import chromium_path, load_page
-from conftest import INVALID_TEXT, STEPS
+from conftest import HASH_V1, INVALID_TEXT, STEPS
 from PIL import Image
 
 from data_schema import Dataset
@@ -50,7 +50,7 @@ def test_report_figures_match_the_planted_labels(report: tuple[str, dict]) -> No
     assert summary["frames"] == summary["labelled_frames"] == 240
     for heading in ("Provenance", "Sample", "Findings", "Scores", "Gate", "VLM answers", "Reward by event type", "Lowest-scored frames", "Episode timelines"):
         assert f"<h2>{heading}</h2>" in text
-    assert "a1a1a1a1a1a1a1a1" in text and "0.1.0+gtest" in text and "All 240 labelled frames" in text
+    assert HASH_V1 in text and "0.1.0+gtest" in text and "All 240 labelled frames" in text
     assert "20 m ahead and 2 m either side" in text  # the corridor of the label set's gate settings
     assert ">collision</th>" in text and ">off-road</th>" in text and ">stuck</th>" in text
 

@@ -24,6 +24,7 @@ from data_schema import (
     encode_png,
 )
 from data_schema.features import STATE_DIM, state_matrix, state_vector
+from data_schema.label_sets import spec_hash
 from data_schema.schema import META_SCHEMA_VERSION
 from episode_tables import episode_table, label_table
 
@@ -222,9 +223,17 @@ def test_killed_writer_leaves_no_visible_shard(tmp_path):
     assert os.listdir(root / "episodes") == []
 
 
-def label_set_with(ds: Dataset, name: str, shards: dict[str, float], label_hash: str = "h1"):
+def label_document(name: str, version: str) -> dict:
+    """A label_set.json whose spec (and so its hash) is told apart by ``version``."""
+    spec = {"version": version}
+    return {"name": name, "hash": spec_hash(spec), "spec": spec}
+
+
+def label_set_with(ds: Dataset, name: str, shards: dict[str, float], version: str = "h1"):
     labels = ds.label_set(name)
-    labels.write_document({"name": name, "hash": label_hash, "spec": {}})
+    document = label_document(name, version)
+    labels.write_document(document)
+    label_hash = document["hash"]
     for shard, offset in shards.items():
         labels.write_shard(shard, labels_for(ds.read_shard(shard), offset), label_hash)
     return labels
@@ -249,11 +258,12 @@ def test_join_skips_unlabelled_shards_with_a_warning_or_errors(dataset):
 
 
 def test_stale_label_shard_is_never_mixed_in(dataset):
-    labels = label_set_with(dataset, "v1", {"s0": 0.0, "s1": 0.0}, label_hash="old")
-    labels.write_document({"name": "v1", "hash": "new", "spec": {}})
-    assert labels.shard_hash("s0") == "old"
+    labels = label_set_with(dataset, "v1", {"s0": 0.0, "s1": 0.0}, version="old")
+    labels.write_document(label_document("v1", "new"))
+    old, new = label_document("v1", "old")["hash"], label_document("v1", "new")["hash"]
+    assert labels.shard_hash("s0") == old
     assert labels.labelled() == []
-    with pytest.raises(SchemaError, match="stale label shard: label-set hash old, expected new"):
+    with pytest.raises(SchemaError, match=f"stale label shard: label-set hash {old}, expected {new}"):
         labels.read_shard("s0")
     with pytest.warns(UserWarning, match="2 of 2"):
         assert dataset.join("v1").empty
