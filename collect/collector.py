@@ -2,9 +2,13 @@
 
 A run is identified by its run id (by default a short hash of the settings that determine its data), and
 owes episodes ``0 .. N-1``; over ``k`` scenarios, episode ``i`` plays the ``i mod k``-th. Whatever complete shards of the run already hold is skipped, so re-running the
-same command after a crash, or with a larger ``episodes``, collects only what is missing. One collector per
-run id at a time: a start cleans the run's leftover tmp files, which another live collector of the same run
-would still be writing.
+same command after a crash, or with a larger ``episodes``, collects only what is missing.
+
+One collector per run id at a time, enforced (``data_schema.run_lock``): the run holds the dataset's lock
+of its run id while it plans, cleans its leftover tmp files and writes, so a second collector of the same
+run fails at once. Worker processes die with the collector (even a SIGKILLed one) and hold the run's fence
+while they live, so a rerun waits until the workers of a killed run are gone before it lists what the run
+holds: no episode is collected by a survivor and by the rerun.
 
 Each worker process owns one simulator (libsumo is one simulation per process), one policy and one
 ``RolloutWriter``, and writes its own shards; the parent only plans, reports progress and sums up.
@@ -18,7 +22,9 @@ import json
 import math
 import multiprocessing as mp
 import multiprocessing.util as mp_util
+import os
 import queue
+import signal
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -35,6 +41,7 @@ from collect.rollout import EpisodeSummary, RolloutWriter, ShardSummary
 from collect.scenarios import FREE, scenario_for
 from data_schema import Dataset, DatasetError
 from data_schema.naming import check_run_id, episode_index, shard_name_pattern
+from data_schema.run_lock import die_with_parent, join_run
 
 #: Settings that say how to reach a simulator, not what it simulates: they leave the default run id alone.
 CONNECTION_FIELDS = frozenset({"host", "port", "timeout_s", "tm_port"})
@@ -76,7 +83,9 @@ def completed_episodes(
     """
     done: dict[int, str] = {}
     columns = ("episode_id", "policy", "seed", "scenario")
-    for shard in dataset.run_shards(run_id):
+    shards = dataset.run_shards(run_id)
+    dataset.episode_index(shards)  # an episode in two of the run's shards is an error naming both
+    for shard in shards:
         table = dataset.read_shard(shard, ["step", *columns]).filter(pc.field("step") == 0)
         for eid, policy, episode_seed, scenario in zip(*(table.column(c).to_pylist() for c in columns)):
             index = episode_index(run_id, eid)
@@ -134,6 +143,8 @@ class CollectJob:
     run_id: str
     seed: int
     progress: object = field(default=None, compare=False)  # multiprocessing queue of EpisodeSummary, or None
+    fence: str = ""  # the run's worker fence (data_schema.run_lock), held by each worker while it lives
+    parent_pid: int = 0  # the collector; its workers die with it
 
     def writer(self, on_episode: Callable[[EpisodeSummary], None] | None) -> RolloutWriter:
         policy = make_policy(self.policy, self.seed) if isinstance(self.policy, str) else self.policy
@@ -145,8 +156,20 @@ _worker: RolloutWriter | None = None
 
 
 def _init_worker(job: CollectJob) -> None:
+    """Ties the worker's life to the collector's: it gets SIGTERM when the collector dies, however it dies,
+    closes its simulator and exits; and it holds the run's fence, so a rerun waits for it to be gone."""
     global _job
+    signal.signal(signal.SIGTERM, _on_collector_death)
+    die_with_parent(job.parent_pid)
+    join_run(job.fence)
     _job = job
+
+
+def _on_collector_death(signum: int, frame: object) -> None:
+    """SIGTERM in a worker: leave without writing anything more (a shard being written stays a tmp file)."""
+    if _worker is not None:
+        _worker.env.close()  # CARLA goes back to asynchronous mode, SUMO closes
+    os._exit(128 + signum)
 
 
 def _collect_shard(indices: list[int]) -> ShardSummary:
@@ -186,24 +209,26 @@ def collect_episodes(
     policy_obj = make_policy(policy, seed) if isinstance(policy, str) else policy
     run_id = check_run_id(run_id) if run_id is not None else default_run_id(env, policy_obj.name, seed)
     dataset = Dataset.create(dataset_url)
-    removed = tuple(dataset.remove_leftovers(owner=shard_name_pattern(run_id)))
-    done = completed_episodes(dataset, run_id, policy_obj.name, seed, env.scenarios)
-    missing = [i for i in range(episodes) if i not in done]
-    already = episodes - len(missing)
-    if on_plan is not None:
-        on_plan(episodes, already)
-    chunks = plan_shards(missing, episodes_per_shard, workers)
-    if not chunks:
-        shards: list[ShardSummary] = []
-    elif workers == 1 or len(chunks) == 1:
-        job = CollectJob(dataset_url, env, policy_obj, run_id, seed)
-        writer = job.writer(on_episode)
-        try:
-            shards = [writer.collect_shard(chunk) for chunk in chunks]
-        finally:
-            writer.env.close()
-    else:
-        shards = _collect_in_workers(CollectJob(dataset_url, env, policy, run_id, seed), chunks, workers, on_episode)
+    with dataset.run_lock(run_id) as lock:
+        removed = tuple(dataset.remove_leftovers(owner=shard_name_pattern(run_id)))
+        done = completed_episodes(dataset, run_id, policy_obj.name, seed, env.scenarios)
+        missing = [i for i in range(episodes) if i not in done]
+        already = episodes - len(missing)
+        if on_plan is not None:
+            on_plan(episodes, already)
+        chunks = plan_shards(missing, episodes_per_shard, workers)
+        if not chunks:
+            shards: list[ShardSummary] = []
+        elif workers == 1 or len(chunks) == 1:
+            job = CollectJob(dataset_url, env, policy_obj, run_id, seed)
+            writer = job.writer(on_episode)
+            try:
+                shards = [writer.collect_shard(chunk) for chunk in chunks]
+            finally:
+                writer.env.close()
+        else:
+            job = CollectJob(dataset_url, env, policy, run_id, seed, fence=str(lock.fence), parent_pid=os.getpid())
+            shards = _collect_in_workers(job, chunks, workers, on_episode)
     return CollectSummary(run_id, episodes, already, tuple(shards), removed, time.perf_counter() - started)
 
 
@@ -212,7 +237,7 @@ def _collect_in_workers(
 ) -> list[ShardSummary]:
     context = mp.get_context("spawn")
     progress = context.Queue()
-    job = CollectJob(job.dataset_url, job.env, job.policy, job.run_id, job.seed, progress)
+    job = dataclasses.replace(job, progress=progress)
     shards: list[ShardSummary] = []
 
     def drain() -> None:
@@ -224,6 +249,7 @@ def _collect_in_workers(
             if on_episode is not None:
                 on_episode(summary)
 
+    # workers are started by ``submit`` in this (the main) thread: their death signal follows this thread
     with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context, initializer=_init_worker, initargs=(job,)) as pool:
         pending: set[Future] = {pool.submit(_collect_shard, chunk) for chunk in chunks}
         try:

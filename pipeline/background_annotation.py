@@ -9,26 +9,17 @@ collected stays unlabelled.
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from data_schema.run_lock import die_with_parent
 from pipeline.threads import thread_env
 
 __all__ = ["BackgroundAnnotation"]
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Linux: the pass gets SIGTERM when the trainer dies (even by SIGKILL), so a resumed run never finds an
-    orphaned pass still writing into the label set beside its own."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class BackgroundAnnotation:
@@ -78,9 +69,11 @@ class BackgroundAnnotation:
         with open(self.log_path, "a") as log:
             log.write(f"\n=== pass {self.passes + 1}: {' '.join(self.command)}\n")
             log.flush()
+            # the pass gets SIGTERM when the trainer dies (even by SIGKILL), so a resumed run never finds an
+            # orphaned pass still writing into the label set beside its own
             self._process = subprocess.Popen(
                 self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **self._thread_env}, preexec_fn=_die_with_parent,
+                env={**os.environ, **self._thread_env}, preexec_fn=functools.partial(die_with_parent, os.getpid()),
             )  # fmt: skip
         self.passes += 1
         return True

@@ -36,20 +36,29 @@ from pipeline.background_annotation import BackgroundAnnotation
 from pipeline.sac_driver import SacDriver
 from pipeline.threads import online_budget
 from train import (
-    Echo, MetricsLog, ReplayBuffer, RunDir, RunResult, gradient_updates, loss_columns, read_shard_transitions, reward_source,
-    save_agent, start_run,
+    Echo, MetricsLog, ReplayBuffer, RunDir, RunResult, gradient_updates, ingest, loss_columns, reward_source, save_agent, start_run,
 )  # fmt: skip
 
 __all__ = ["train_online"]
 
 
-def train_online(run: RunDir, echo: Echo = print) -> RunResult:
-    """Rounds of collection (foreground), annotation (background) and updates; see the module docstring."""
+def train_online(run: RunDir, echo: Echo = print, skip_bad: bool = False) -> RunResult:
+    """Rounds of collection (foreground), annotation (background) and updates; see the module docstring.
+
+    The run holds its run id's lock (``data_schema.run_lock``) throughout: two ``--resume`` of one run at
+    once would collect the same episodes twice. ``skip_bad``: shards that cannot be read stay out of replay
+    (and background annotation passes skip them too)."""
+    spec = run.spec()
+    dataset = Dataset.create(spec.dataset, skip_bad=skip_bad)
+    with dataset.run_lock(spec.run_id):
+        return _rounds(run, dataset, echo)
+
+
+def _rounds(run: RunDir, dataset: Dataset, echo: Echo) -> RunResult:
     spec = run.spec()
     config = spec.config
     if config.algo != "sac":
         raise ValueError(f"online rounds train SAC (it samples its own exploration); {config.algo} is an offline algorithm")
-    dataset = Dataset.create(spec.dataset)
     labels = dataset.label_set(spec.label_set)
     threads = online_budget(config.torch_threads)
     echo(threads.describe())
@@ -58,11 +67,13 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
 
     buffer = ReplayBuffer(config.buffer_limit, seed=config.seed + state.round)
     # transitions of the run's own shards in the buffer: what updates are owed for
-    own_labelled = _fill(buffer, dataset, labels, state.consumed, run)
+    consumed, own_labelled = _fill(buffer, dataset, labels, state.consumed, [], run)
     if state.consumed:
         echo(f"resumed at round {state.round}: buffer rebuilt with {len(buffer)} transitions from {len(state.consumed)} shard(s)")
+    state.consumed = consumed
+    annotate_args = (*spec.annotate_args, "--skip-bad") if dataset.skip_bad else spec.annotate_args
     annotation = BackgroundAnnotation(
-        spec.dataset, spec.label_set, spec.annotate_args, run.path / "annotate.log", threads.annotation_workers, threads.annotation_threads
+        spec.dataset, spec.label_set, annotate_args, run.path / "annotate.log", threads.annotation_workers, threads.annotation_threads
     )
     if _unlabelled(dataset, labels):
         annotation.start()  # labels whatever earlier rounds (or a killed run) left unlabelled
@@ -91,11 +102,12 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
                 _wait_for_labels(annotation, dataset, labels, spec.run_id)
             wait_s = time.perf_counter() - started
             # 3. labelled transitions enter the buffer as their labels arrive
-            consumed = set(state.consumed)
-            ready = [s for s in labels.labelled() if s not in consumed]
-            own_labelled += _fill(buffer, dataset, labels, ready, run)
-            state.consumed.extend(ready)
-            lags = [_lag_seconds(dataset, labels, s) for s in ready]
+            seen = set(state.consumed) | set(dataset.bad_shards)
+            ready = [s for s in labels.labelled() if s not in seen]
+            added, own = _fill(buffer, dataset, labels, ready, state.consumed, run)
+            own_labelled += own
+            state.consumed.extend(added)
+            lags = [_lag_seconds(dataset, labels, s) for s in added]
             # 4. the updates owed for the run's labelled transitions past learning_starts
             owed = int(round(max(0, own_labelled - config.learning_starts) * config.updates_per_step)) - state.grad_steps
             n = max(0, owed) if len(buffer) >= max(config.learning_starts, 1) else 0
@@ -110,7 +122,7 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
             log.log(state.grad_steps, {
                 "round": state.round, "env_steps": state.env_steps, "steps_collected": collected,
                 "episodes": sum(len(s.episodes) for s in shards), "shards_collected": len(shards),
-                "shards_annotated": len(ready), "shards_pending": len(_pending(dataset, spec.run_id, state.consumed)),
+                "shards_annotated": len(added), "shards_pending": len(_pending(dataset, spec.run_id, state.consumed)),
                 "buffer_size": len(buffer), "updates": n, "grad_steps": state.grad_steps, **loss_columns(losses, config.algo),
                 "lag_mean_s": round(float(np.mean(lags)), 2) if lags else None,
                 "lag_max_s": round(float(np.max(lags)), 2) if lags else None,
@@ -130,19 +142,18 @@ def train_online(run: RunDir, echo: Echo = print) -> RunResult:
     return RunResult(state, buffer, agent)
 
 
-def _fill(buffer: ReplayBuffer, dataset: Dataset, labels: LabelSet, shards: Sequence[str], run: RunDir) -> int:
-    """Add the transitions of labelled ``shards`` to replay; returns how many came from the run's own shards."""
+def _fill(
+    buffer: ReplayBuffer, dataset: Dataset, labels: LabelSet, shards: Sequence[str], held: Sequence[str], run: RunDir
+) -> tuple[list[str], int]:
+    """Add the transitions of labelled ``shards`` to replay (``held``: the shards in it already); returns the
+    shards added and how many transitions came from the run's own shards."""
     if not shards:
-        return 0  # the label set may not exist yet: the first annotation pass creates it
+        return [], 0  # the label set may not exist yet: the first annotation pass creates it
     spec = run.spec()
     own = set(dataset.run_shards(spec.run_id))
     reward = reward_source(labels.info(), spec.reward_from_components, spec.reward_overrides)
-    added = 0
-    for shard in tqdm(shards, desc="replay", unit="shard", leave=False, disable=None):
-        chunk = read_shard_transitions(dataset, labels, shard, spec.config.bev_size, spec.config.frame_codec, reward)
-        buffer.add(chunk)
-        added += len(chunk) if shard in own else 0
-    return added
+    added = ingest(buffer, dataset, labels, shards, spec.config, reward, held)
+    return list(added), sum(n for shard, n in added.items() if shard in own)
 
 
 def _wait_for_labels(annotation: BackgroundAnnotation, dataset: Dataset, labels: LabelSet, run_id: str) -> None:
