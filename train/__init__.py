@@ -5,7 +5,8 @@ dataset on disk. Modules: ``config`` (TrainConfig), ``algorithms`` (sac, iql, td
 (the (BEV, state) trunk and heads registered with d3rlpy), ``sac`` (d3rlpy's SAC with one trunk for the actor
 and the critics, run once per batch), ``agent`` (creation, checkpoints, the policy's input), ``replay`` (transitions from shards + labels,
 compact frames, rewards stored or recomputed from components), ``offline`` (the offline loop and the pieces
-the online round shares), ``run_dir`` (run settings, state and checkpoints on disk), ``metrics_log`` and
+the online round shares), ``run_dir`` (run settings, state and checkpoints on disk), ``checkpoints`` (reading
+checkpoint files without unpickling code), ``metrics_log`` and
 ``export`` (TorchScript for the collector). The online round, which also drives the simulator and the
 annotator, is composed one floor up in ``pipeline.online``.
 """
@@ -16,7 +17,8 @@ from train.config import FRAME_CODECS, TrainConfig
 from train.encoder import BevStateEncoderFactory, downsample_bev
 from train.export import export_torchscript, measure_latency
 from train.metrics_log import MetricsLog
-from train.offline import Echo, RunResult, gradient_updates, ingest, loss_columns, start_run, train_offline
+from train.checkpoints import CheckpointError, read_checkpoint
+from train.offline import Echo, RunResult, check_spec, gradient_updates, ingest, loss_columns, start_run, train_offline
 from train.replay import (
     STORED_REWARD, ReplayBatch, ReplayBuffer, RewardSource, ShardTransitions, read_shard_transitions, reward_source,
 )  # fmt: skip
@@ -28,6 +30,7 @@ __all__ = [
     "Agent",
     "OFFLINE_ONLY",
     "BevStateEncoderFactory",
+    "CheckpointError",
     "Echo",
     "FRAME_CODECS",
     "MetricsLog",
@@ -44,6 +47,7 @@ __all__ = [
     "SharedEncoderSACConfig",
     "TrainConfig",
     "bev_size_of",
+    "check_spec",
     "create_agent",
     "downsample_bev",
     "export_torchscript",
@@ -54,6 +58,7 @@ __all__ = [
     "measure_latency",
     "observation_shape",
     "policy_input",
+    "read_checkpoint",
     "read_shard_transitions",
     "reward_source",
     "save_agent",

@@ -1,17 +1,17 @@
 """The agent (d3rlpy: SAC, or an offline algorithm of ``train.algorithms``) on ``(bev, state)`` observations:
 creation, atomic save, load, and its input.
 
-Checkpoints are d3rlpy's own ``save`` format (config + networks + optimiser states), so
-``d3rlpy.load_learnable`` restores them once ``train.sac`` and ``train.encoder`` are imported (this module
-imports both, through ``train.algorithms``). SAC checkpoints of a plain d3rlpy SAC with the same encoder
-factory (runs from before the trunk was shared) still load, as that SAC.
+Checkpoints are d3rlpy's own ``save`` format (config + networks + optimiser states); they are read back by
+``train.checkpoints.read_checkpoint``: the same result as ``d3rlpy.load_learnable`` once ``train.sac`` and
+``train.encoder`` are imported (this module imports both, through ``train.algorithms``), but without
+unpickling code. SAC checkpoints of a plain d3rlpy SAC with the same encoder factory (runs from before the
+trunk was shared) still load, as that SAC.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import d3rlpy
 import numpy as np
 import torch
 
@@ -19,6 +19,7 @@ from data_schema.features import STATE_DIM
 from data_schema.schema import ACTION_SIZE
 from data_schema.storage import atomic_path
 from train.algorithms import Agent, algorithm_config
+from train.checkpoints import read_checkpoint
 from train.config import TrainConfig
 from train.encoder import BevStateEncoderFactory, downsample_bev
 
@@ -50,11 +51,8 @@ def save_agent(agent: Agent, path: str | Path) -> None:
 
 
 def load_agent(path: str | Path, device: str = "cpu") -> Agent:
-    """A checkpoint written by ``save_agent`` (a run's own file: d3rlpy's format is a pickle)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path}: no such file")
-    agent = d3rlpy.load_learnable(str(path), device=device)
+    """A checkpoint written by ``save_agent``; a file that is not one is refused unread (``train.checkpoints``)."""
+    agent = read_checkpoint(path, device)
     if not isinstance(agent, Agent):
         raise ValueError(f"checkpoint {path}: holds a {type(agent).__name__}, not an agent of train.algorithms")
     return agent

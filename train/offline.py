@@ -7,6 +7,7 @@ Offline: ``offline_steps`` updates of ``config.algo`` on the dataset's labelled 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -20,9 +21,9 @@ from train.algorithms import Agent
 from train.config import TrainConfig
 from train.metrics_log import MetricsLog
 from train.replay import ReplayBuffer, RewardSource, read_shard_transitions, reward_source
-from train.run_dir import RunDir, RunState
+from train.run_dir import RunDir, RunSpec, RunState
 
-__all__ = ["RunResult", "gradient_updates", "ingest", "loss_columns", "start_run", "train_offline"]
+__all__ = ["RunResult", "check_spec", "gradient_updates", "ingest", "loss_columns", "start_run", "train_offline"]
 
 Echo = Callable[[str], None]
 #: The losses each algorithm's update reports (d3rlpy 2.8), in the run log's column order.
@@ -45,10 +46,22 @@ class RunResult:
 
 
 def ingest(
-    buffer: ReplayBuffer, dataset: Dataset, labels: LabelSet, shards: Sequence[str], config: TrainConfig, reward: RewardSource
-) -> None:
-    for shard in tqdm(shards, desc="replay", unit="shard", leave=False, disable=None):
-        buffer.add(read_shard_transitions(dataset, labels, shard, config.bev_size, config.frame_codec, reward))
+    buffer: ReplayBuffer, dataset: Dataset, labels: LabelSet, shards: Sequence[str], config: TrainConfig, reward: RewardSource,
+    held: Sequence[str] = (),
+) -> dict[str, int]:
+    """Add the transitions of ``shards`` to replay; returns the transitions added per shard, in order.
+
+    No episode may be in two of ``shards`` and the shards already ``held`` (it would be replayed twice).
+    With ``dataset.skip_bad``, a shard that cannot be read is left out and listed in ``dataset.bad_shards``.
+    """
+    dataset.episode_index([*held, *shards])
+    bar = tqdm(shards, desc="replay", unit="shard", leave=False, disable=None)
+    added: dict[str, int] = {}
+    read = functools.partial(read_shard_transitions, dataset, labels, bev_size=config.bev_size, frame_codec=config.frame_codec, reward=reward)
+    for shard, chunk in dataset.readable(bar, read):
+        buffer.add(chunk)
+        added[shard] = len(chunk)
+    return added
 
 
 def gradient_updates(agent: Agent, buffer: ReplayBuffer, n: int, batch_size: int) -> dict[str, float]:
@@ -74,25 +87,50 @@ def start_run(run: RunDir) -> tuple[RunState, Agent]:
     return state, load_agent(run.latest_checkpoint(), device=config.device)
 
 
-def train_offline(run: RunDir, echo: Echo = print, on_checkpoint: Callable[[RunState, Agent], None] | None = None) -> RunResult:
+def check_spec(spec: RunSpec, skip_bad: bool = False) -> None:
+    """What can be checked before a run's ``run.json`` is written: the dataset opens, the label set exists
+    (offline; an online run's first annotation pass may create it) with a spec matching its hash, and the
+    reward source builds. A run that fails here leaves nothing behind."""
+    dataset = Dataset(spec.dataset, skip_bad)
+    if spec.mode == "online" and not dataset.fs.exists(f"{dataset.path}/dataset.json"):
+        return  # the first round creates the dataset
+    dataset = Dataset.open(spec.dataset, skip_bad)
+    labels = dataset.label_set(spec.label_set)
+    if spec.mode == "offline" or labels.exists():
+        reward_source(labels.info(), spec.reward_from_components, spec.reward_overrides)
+
+
+def train_offline(
+    run: RunDir, echo: Echo = print, on_checkpoint: Callable[[RunState, Agent], None] | None = None, skip_bad: bool = False
+) -> RunResult:
     """``offline_steps`` gradient updates on the dataset's labelled shards, checkpointed every ``checkpoint_every``.
 
     ``on_checkpoint(state, agent)`` runs after each checkpoint is committed (an experiment evaluates there).
+    ``skip_bad``: raw or label shards that cannot be read are left out of replay and named.
     """
     spec = run.spec()
     config = spec.config
-    dataset = Dataset.open(spec.dataset)
+    dataset = Dataset.open(spec.dataset, skip_bad)
     labels = dataset.label_set(spec.label_set)
     reward = reward_source(labels.info(), spec.reward_from_components, spec.reward_overrides)
     state, agent = start_run(run)
 
-    shards = state.consumed or labels.labelled()
+    if state.consumed:
+        shards = state.consumed
+    else:
+        everything = dataset.shards()
+        shards = labels.labelled(everything)
+        if len(shards) < len(everything):
+            echo(f"{len(everything) - len(shards)} of {len(everything)} raw shard(s) have no current labels in label set "
+                 f"{spec.label_set!r} and are left out; `pipeline annotate` labels them")  # fmt: skip
     buffer = ReplayBuffer(config.buffer_limit, seed=config.seed + state.round)
-    ingest(buffer, dataset, labels, shards, config, reward)
-    state.consumed = list(shards)
+    added = ingest(buffer, dataset, labels, shards, config, reward)
+    state.consumed = list(added)
+    for shard, why in dataset.bad_shards.items():
+        echo(f"skipped unreadable shard {shard}: {why}")
     if len(buffer) == 0:
         raise DatasetError(f"{labels.path}: no labelled transitions in {dataset.url}; run `pipeline annotate` first")
-    echo(f"replay: {len(buffer)} transitions from {len(shards)} shard(s), {buffer.nbytes / len(buffer):.0f} bytes per transition")
+    echo(f"replay: {len(buffer)} transitions from {len(added)} shard(s), {buffer.nbytes / len(buffer):.0f} bytes per transition")
 
     log = MetricsLog(run.path, echo)
     try:

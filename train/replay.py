@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import torch
 
 from data_schema import KEY_COLUMNS, Dataset, DatasetError, LabelSet, LabelSetInfo, decode_image
+from data_schema.images import naming_frames
 from data_schema.features import STATE_COLUMNS, state_matrix
 from data_schema.reward import COMPONENT_COLUMNS, REWARD_RAW_COLUMNS, RewardConfig, synthesize
 from data_schema.schema import ACTION_SIZE
@@ -129,9 +130,9 @@ def decompress_into(data: Iterable[bytes], out: np.ndarray, rows: np.ndarray) ->
         flat[row] = np.frombuffer(_ZSTD.decompress(frame, flat.shape[1]), np.uint8)
 
 
-def decode_pngs(data: Iterable[bytes]) -> np.ndarray:
-    """Stored PNG frames as uint8 ``[N, 3, H, W]``."""
-    return np.stack([decode_image(b).transpose(2, 0, 1) for b in data])
+def decode_pngs(data: Iterable[bytes], first_row: int = 0) -> np.ndarray:
+    """Stored PNG frames as uint8 ``[N, 3, H, W]``; a bad frame's ImageError carries its row (``first_row`` + i)."""
+    return np.stack([decode_image(b, first_row + i).transpose(2, 0, 1) for i, b in enumerate(data)])
 
 
 def _downsampled(bev_column: pa.ChunkedArray, bev_size: int, block: int = 256) -> np.ndarray:
@@ -139,7 +140,7 @@ def _downsampled(bev_column: pa.ChunkedArray, bev_size: int, block: int = 256) -
     data = bev_column.to_pylist()
     out = np.empty((len(data), 3, bev_size, bev_size), dtype=np.uint8)
     for start in range(0, len(data), block):
-        frames = torch.from_numpy(decode_pngs(data[start : start + block]))
+        frames = torch.from_numpy(decode_pngs(data[start : start + block], start))
         out[start : start + len(frames)] = downsample_bev(frames, bev_size).numpy()
     return out
 
@@ -194,7 +195,8 @@ def read_shard_transitions(
 
     src = np.flatnonzero(~is_last).astype(np.int32)  # every non-last row starts a transition to the next row
     dst = src + 1
-    frames = _downsampled(raw.column("bev"), bev_size)
+    with naming_frames(raw_path, "bev", [episodes[i] for i in episode_index], steps):
+        frames = _downsampled(raw.column("bev"), bev_size)
     return ShardTransitions(
         shard=shard,
         bev_size=bev_size,

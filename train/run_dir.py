@@ -9,21 +9,31 @@
 
 ``state.json`` is written after its checkpoint, so it never names a file that is not complete. A killed run
 resumes from the last ``state.json``: the buffer is rebuilt from the shards it lists as consumed, in order.
+
+``state.json`` is read as untrusted input: every name in it must be a shard name or a checkpoint name of this
+layout (no path leaves the dataset or the run directory), and the checkpoint must still have the sha256
+recorded when it was written, so a swapped or damaged file is refused before it is loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_schema import DatasetError
+from data_schema.naming import check_name
+from data_schema.settings import ConfigError, build
 from data_schema.storage import atomic_write_text
 from train.config import TrainConfig
 
 __all__ = ["RunDir", "RunSpec", "RunState"]
 
 KEEP_CHECKPOINTS = 2
+CHECKPOINT_NAME = re.compile(r"round-\d{6,}\.d3")
 
 
 @dataclass
@@ -36,6 +46,22 @@ class RunState:
     episodes: int = 0  # episodes collected by this run: the next episode index
     consumed: list[str] = field(default_factory=list)  # shards whose transitions entered the buffer, in order
     checkpoint: str = ""  # file name under checkpoints/
+    checkpoint_sha256: str = ""  # of that file, as written (empty in runs started before it was recorded)
+
+    def check(self, source: str) -> None:
+        """Refuse values no run writes: negative counters, names that are not shard or checkpoint names."""
+        for name in ("round", "grad_steps", "env_steps", "episodes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{source}: {name} must be >= 0, got {getattr(self, name)}")
+        for shard in self.consumed:
+            try:
+                check_name("shard", shard)
+            except DatasetError as error:
+                raise ConfigError(f"{source}: consumed: {error}") from None
+        if self.checkpoint and not CHECKPOINT_NAME.fullmatch(self.checkpoint):
+            raise ConfigError(f"{source}: checkpoint {self.checkpoint!r} is not a checkpoint name of this run (round-NNNNNN.d3)")
+        if self.checkpoint_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.checkpoint_sha256):
+            raise ConfigError(f"{source}: checkpoint_sha256 {self.checkpoint_sha256!r} is not a sha256 hex digest")
 
 
 @dataclass(frozen=True)
@@ -90,20 +116,28 @@ class RunDir:
         atomic_write_text(self.path / "run.json", json.dumps(spec.to_dict(), indent=2, sort_keys=True))
 
     def state(self) -> RunState | None:
-        """The state at the last checkpoint, or None before the first one."""
+        """The state at the last checkpoint (checked: see the module docstring), or None before the first one."""
         path = self.path / "state.json"
         if not path.is_file():
             return None
         try:
-            return RunState(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError) as e:
+            state = build(RunState, json.loads(path.read_text()), str(path))
+        except ValueError as e:  # invalid JSON, not UTF-8, or a value of the wrong type
             raise ValueError(f"{path}: not a valid run state ({e})") from e
+        state.check(str(path))
+        return state
 
     def latest_checkpoint(self) -> Path:
+        """The checkpoint ``state.json`` names, once its content is checked against the recorded sha256."""
         state = self.state()
         if state is None or not state.checkpoint:
             raise FileNotFoundError(f"{self.path}: no checkpoint yet (state.json is written after the first round)")
-        return self.checkpoints / state.checkpoint
+        path = self.checkpoints / state.checkpoint
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the checkpoint state.json names is missing")
+        if state.checkpoint_sha256 and file_sha256(path) != state.checkpoint_sha256:
+            raise ValueError(f"{path}: its content differs from the sha256 state.json recorded when it was written (replaced or damaged)")
+        return path
 
     def commit(self, state: RunState, save: Any) -> None:
         """Write a checkpoint with ``save(path)``, then the state naming it; prune older checkpoints."""
@@ -111,6 +145,15 @@ class RunDir:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         save(self.checkpoints / name)
         state.checkpoint = name
+        state.checkpoint_sha256 = file_sha256(self.checkpoints / name)
         atomic_write_text(self.path / "state.json", json.dumps(asdict(state), indent=2))
         for old in sorted(self.checkpoints.glob("round-*.d3"))[:-KEEP_CHECKPOINTS] + list(self.checkpoints.glob("*.tmp")):
             old.unlink()  # older checkpoints, and tmp files of a save a kill interrupted
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -7,13 +7,14 @@ import uuid
 from typing import Any
 
 import click
-import yaml
 from tqdm import tqdm
 
 from data_schema import DatasetError
+from data_schema.reward import RewardConfig
+from data_schema.settings import overrides as parse_overrides
 from pipeline.online import train_online
 from pipeline.threads import available_cores, offline_update_threads, use_threads
-from train import RunDir, RunSpec, TrainConfig, train_offline
+from train import RunDir, RunSpec, TrainConfig, check_spec, train_offline
 from train.algorithms import ALGORITHMS, OFFLINE_ONLY
 
 #: Errors that carry a message for the user; anything else is a bug and keeps its traceback.
@@ -21,16 +22,6 @@ USER_ERRORS = (DatasetError, ValueError, FileNotFoundError, RuntimeError)
 
 #: TrainConfig fields a resumed run may change: how long it goes on and on how many threads, not how it learns.
 RESUMABLE = {"rounds", "offline_steps", "torch_threads"}
-
-
-def _key_values(items: tuple[str, ...], option: str) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint=option)
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-    return out
 
 
 @click.command("train")
@@ -75,30 +66,35 @@ def _key_values(items: tuple[str, ...], option: str) -> dict[str, Any]:
               help="Online: `pipeline annotate --set` overrides used to label new shards. Repeatable.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint (a killed run); --rounds/--steps may be raised.")
+@click.option("--skip-bad", is_flag=True,
+              help="Leave raw or label shards that cannot be read (corrupt, non-finite values, undecodable frames) out of "
+                   "replay, naming each, instead of stopping.")
 def train(dataset: str, label_set: str, run_dir: str, offline: bool, algo: str | None, offline_steps: int | None, rounds: int | None,
           steps_per_round: int | None, updates_per_step: float | None, learning_starts: int | None, batch_size: int | None,
           buffer_limit: int | None, gamma: float | None, tau: float | None, lr: float | None, seed: int | None,
           device: str | None, settings: tuple[str, ...], reward_from_components: bool, reward_settings: tuple[str, ...],
-          annotate_config: str | None, annotate_set: tuple[str, ...], resume: bool) -> None:  # fmt: skip
+          annotate_config: str | None, annotate_set: tuple[str, ...], resume: bool, skip_bad: bool) -> None:  # fmt: skip
     """Train a driving policy on DATASET with the rewards of label set NAME (SAC by default, see --algo).
 
     Online (default): rounds of collecting with the current policy on the SUMO town, annotating the new
     shards in the background (`pipeline annotate` with --annotate-config/--annotate-set) and updating on
     every labelled transition; unlabelled transitions never enter the buffer. Offline (--offline --steps N):
     N updates on the labelled shards already in DATASET. Either mode checkpoints every round, and --resume
-    continues a killed run without losing or double-counting data.
+    continues a killed run without losing or double-counting data. Every setting, the dataset and the label
+    set are checked before the run directory is written, so a start that fails leaves nothing behind.
     """
     named = {"offline_steps": offline_steps, "rounds": rounds, "steps_per_round": steps_per_round,
              "updates_per_step": updates_per_step, "learning_starts": learning_starts, "batch_size": batch_size,
              "buffer_limit": buffer_limit, "gamma": gamma, "tau": tau, "seed": seed, "device": device, "algo": algo}  # fmt: skip
     if lr is not None:
         named.update(actor_lr=lr, critic_lr=lr, temp_lr=lr)
-    overrides = {**_key_values(settings, "--set"), **{k: v for k, v in named.items() if v is not None}}
     annotate_args = (("--config", annotate_config) if annotate_config else ()) + tuple(a for s in annotate_set for a in ("--set", s))
     run = RunDir(run_dir)
     try:
+        overrides = {**parse_overrides(TrainConfig, settings), **{k: v for k, v in named.items() if v is not None}}
+        reward_overrides = parse_overrides(RewardConfig, reward_settings, "--reward")
         if resume:
-            given = {"reward_from_components": reward_from_components, "reward_overrides": _key_values(reward_settings, "--reward"),
+            given = {"reward_from_components": reward_from_components, "reward_overrides": reward_overrides,
                      "annotate_args": annotate_args}  # fmt: skip
             spec = _resumed_spec(run, dataset, label_set, offline, overrides, given)
         else:
@@ -111,13 +107,14 @@ def train(dataset: str, label_set: str, run_dir: str, offline: bool, algo: str |
                 config=TrainConfig.from_dict(overrides),
                 run_id="" if offline else f"train-{uuid.uuid4().hex[:8]}",
                 reward_from_components=reward_from_components,
-                reward_overrides=_key_values(reward_settings, "--reward"),
+                reward_overrides=reward_overrides,
                 annotate_args=annotate_args,
             )
             if spec.reward_overrides and not reward_from_components:
                 raise click.BadParameter("needs --reward-from-components", param_hint="--reward")
             if spec.mode == "online" and spec.config.algo in OFFLINE_ONLY:
                 raise click.BadParameter(f"{spec.config.algo} learns from a fixed dataset: add --offline, or use sac", param_hint="--algo")
+        check_spec(spec, skip_bad)
         run.write_spec(spec)
         echo = tqdm.write
         echo(f"run {run.path} ({spec.mode}), dataset {spec.dataset}, label set {spec.label_set}")
@@ -125,9 +122,9 @@ def train(dataset: str, label_set: str, run_dir: str, offline: bool, algo: str |
             threads = offline_update_threads(spec.config.torch_threads)
             use_threads(threads)
             echo(f"threads ({available_cores()} cores): gradient updates {threads}")
-            state = train_offline(run, echo).state
+            state = train_offline(run, echo, skip_bad=skip_bad).state
         else:
-            state = train_online(run, echo).state
+            state = train_online(run, echo, skip_bad).state
     except USER_ERRORS as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"checkpoint {run.checkpoints / state.checkpoint} after {state.grad_steps} updates")
