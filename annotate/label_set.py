@@ -1,7 +1,8 @@
 """Label-set identity: the spec of everything that determines label values, its content hash, and the rules.
 
-The spec holds prompts, model ids and weight hashes, gate settings, the VLM prompt and sampling, the
-reward parameters and the schema version; execution settings (devices, batch sizes, URLs, retries of the
+The spec holds prompts, model ids and weight hashes, the precision CLIP really ran at (``auto`` resolved:
+fp32 on a CPU, bf16 on most GPUs), gate settings, the VLM prompt and sampling, the reward parameters and
+the schema version; execution settings (devices, batch sizes, URLs, retries of the
 transport) are left out, so the same labels computed on another machine get the same hash. The hash is the
 sha256 of the spec's canonical JSON.
 
@@ -55,13 +56,14 @@ class ModelIds:
     clip_model: str
     clip_weights: str
     gate_weights: str | None
+    clip_precision: str = "fp32"  # what ``clip.precision`` resolved to where the model runs
 
 
 def build_spec(config: AnnotateConfig, ids: ModelIds) -> dict[str, Any]:
     """The label-set spec: every setting that determines a label value, and nothing else."""
     sections = to_mapping(config)
     clip = _without(sections["clip"], "clip")
-    clip.update(model_id=ids.clip_model, weights_id=ids.clip_weights)
+    clip.update(model_id=ids.clip_model, weights_id=ids.clip_weights, precision=ids.clip_precision)
     gate = _without(sections["gate"], "gate")
     gate["fallback"] = config.gate_fallback
     if ids.gate_weights is not None:

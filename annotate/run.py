@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
-import pyarrow.parquet as pq
 from dask.distributed import Client, LocalCluster, as_completed
 from tqdm.auto import tqdm
 
 from data_schema import Dataset
 from data_schema.groundtruth import GateQuality
+from data_schema.shards import parquet_metadata
 from data_schema.storage import remove_leftovers
 
 from annotate import label_set, model_cache
@@ -50,6 +50,8 @@ class RunOptions:
     #: Environment of local worker processes, on top of dask's: the caller's thread budget
     #: (``OMP_NUM_THREADS``...), which dask would otherwise set to one thread per worker.
     worker_env: Mapping[str, str] = field(default_factory=dict)
+    #: Raw shards that cannot be read are listed and left unlabelled instead of failing the run.
+    skip_bad: bool = False
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -68,6 +70,7 @@ class RunSummary:
     done: int = 0
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    bad: dict[str, str] = field(default_factory=dict)  # unreadable raw shards left unlabelled (--skip-bad)
     seconds: float = 0.0
     #: Of ``seconds``: starting the cluster and loading the models on a first worker, before any shard ran.
     startup_seconds: float = 0.0
@@ -79,6 +82,8 @@ class RunSummary:
         self.stats.append(stats)
         if stats.status == "skipped":
             self.skipped += 1
+        elif stats.status == "bad":
+            self.bad[stats.shard] = stats.error
         else:
             self.done += 1
 
@@ -110,7 +115,7 @@ class RunSummary:
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly counts (stored as the label set's ``last_run``)."""
         return {
-            "shards": self.shards, "done": self.done, "skipped": self.skipped, "failed": dict(self.failed),
+            "shards": self.shards, "done": self.done, "skipped": self.skipped, "failed": dict(self.failed), "bad": dict(self.bad),
             "frames": self.frames, "gated": self.gated, "gate_share": self.gate_share,
             "gate_recall": self.gate_quality.recall, "gate_precision": self.gate_quality.precision,
             "vlm_calls": self.total("vlm_calls"), "vlm_ok": self.total("vlm_ok"), "vlm_cache_hits": self.total("vlm_cache_hits"),
@@ -125,7 +130,7 @@ class RunSummary:
         rate = self.frames / self.seconds if self.seconds else 0.0
         out = [
             f"label set {self.label_set} ({self.hash[:12]}): {self.done} shard(s) labelled, {self.skipped} skipped, "
-            f"{len(self.failed)} failed, of {self.shards}",
+            f"{len(self.failed)} failed, {f'{len(self.bad)} unreadable, ' if self.bad else ''}of {self.shards}",
             f"frames {self.frames} in {self.seconds:.1f} s ({rate:.1f} frames/s, {self.startup_seconds:.1f} s of it starting "
             f"workers and models); images encoded {self.total('images_encoded')}, embeddings from cache {self.total('embedding_cache_hits')}",
             f"gate: {self.gated} frames ({pct(self.gate_share)}), recall {pct(self.gate_quality.recall)}, precision "
@@ -136,13 +141,14 @@ class RunSummary:
             f"{', '.join(str(n) for n in sorted(set(self.worker_threads.values()))) or '-'}",
         ]
         out += [f"FAILED {shard}: {error}" for shard, error in sorted(self.failed.items())]
+        out += [f"SKIPPED unreadable {shard}: {error}" for shard, error in sorted(self.bad.items())]
         return out
 
 
 def annotate_dataset(dataset_url: str, config: AnnotateConfig, options: RunOptions) -> RunSummary:
     """Label every raw shard of a dataset under ``options.label_set``; see the module docstring."""
     started = time.perf_counter()
-    dataset = Dataset.open(dataset_url)
+    dataset = Dataset.open(dataset_url, options.skip_bad)
     camera = config.gate.source == "camera" and dataset_has_camera(dataset)
     gpu = _wants_gpu(config, camera, local=options.scheduler is None)
     resources = {"GPU": 1} if gpu else None
@@ -161,7 +167,7 @@ def annotate_dataset(dataset_url: str, config: AnnotateConfig, options: RunOptio
         futures = {
             client.submit(
                 annotate_shard,
-                ShardTask(url, shard, options.label_set, digest, config, options.force),
+                ShardTask(url, shard, options.label_set, digest, config, options.force, options.skip_bad),
                 key=f"annotate-{digest[:12]}-{shard}",
                 retries=config.task_retries,
                 resources=resources,
@@ -186,9 +192,7 @@ def annotate_dataset(dataset_url: str, config: AnnotateConfig, options: RunOptio
 
 def dataset_has_camera(dataset: Dataset) -> bool:
     """Whether any raw shard holds camera frames, from Parquet footer statistics where they exist."""
-    for shard in dataset.shards():
-        with dataset.fs.open(dataset.shard_path(shard), "rb") as f:
-            meta = pq.ParquetFile(f).metadata
+    for _, meta in dataset.readable(dataset.shards(), lambda shard: parquet_metadata(dataset.fs, dataset.shard_path(shard))):
         index = next(j for j in range(meta.num_columns) if meta.schema.column(j).path == "camera")
         for g in range(meta.num_row_groups):
             column = meta.row_group(g).column(index)
@@ -228,7 +232,7 @@ def _model_ids(config: AnnotateConfig, camera: bool) -> ModelIds:
     pathway = model_cache.static_pathway(config.clip)
     model_cache.vlm_backend(config.vlm)
     gate_weights = model_cache.camera_gate(config.gate).weights_id if camera else None
-    return ModelIds(clip_model=pathway.model_id, clip_weights=pathway.weights_id, gate_weights=gate_weights)
+    return ModelIds(clip_model=pathway.model_id, clip_weights=pathway.weights_id, gate_weights=gate_weights, clip_precision=pathway.precision_id)
 
 
 def _torch_threads() -> int:
@@ -241,7 +245,7 @@ def _torch_threads() -> int:
 
 def _clean_caches(dataset: Dataset, config: AnnotateConfig, ids: ModelIds) -> None:
     """Remove ``*.tmp`` files crashed writers left in this run's cache folders."""
-    folders = [embedding_cache_folder(dataset, ids.clip_model, ids.clip_weights)]
+    folders = [embedding_cache_folder(dataset, ids.clip_model, ids.clip_weights, ids.clip_precision)]
     if config.vlm.backend != "none":
         folders.append(vlm_cache_folder(dataset, config))
     for folder in folders:

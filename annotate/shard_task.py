@@ -30,13 +30,15 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from data_schema import LABEL_SCHEMA, Dataset, decode_image
+from data_schema import LABEL_SCHEMA, Dataset, SchemaError, decode_image
+from data_schema.images import naming_frames
 from data_schema.groundtruth import GateQuality, critical_in_corridor
 from data_schema.reward import REWARD_RAW_COLUMNS, synthesize
 
 from annotate import model_cache
 from annotate.caches import (
-    embedding_cache_folder, read_embedding_cache, read_vlm_cache, vlm_cache_folder, write_embedding_cache, write_vlm_cache,
+    embedding_cache_folder, frame_digest, read_embedding_cache, read_vlm_cache, vlm_cache_folder, write_embedding_cache,
+    write_vlm_cache,
 )  # fmt: skip
 from annotate.config import AnnotateConfig
 from annotate.shard_frames import ShardFrames
@@ -66,6 +68,9 @@ class ShardTask:
     label_set_hash: str
     config: AnnotateConfig
     force: bool = False
+    #: A raw shard that cannot be read (corrupt, non-finite values, undecodable frames) is reported as "bad"
+    #: and left unlabelled, instead of failing the task.
+    skip_bad: bool = False
 
 
 @dataclass
@@ -73,7 +78,8 @@ class ShardStats:
     """What one task did, for the run's summary and the label set's provenance."""
 
     shard: str
-    status: str  # "done" or "skipped"
+    status: str  # "done", "skipped" (labelled already) or "bad" (unreadable raw shard, with skip_bad)
+    error: str = ""  # why a "bad" shard could not be read
     frames: int = 0
     gated: int = 0
     gate_source: str = ""
@@ -99,12 +105,29 @@ def annotate_shard(task: ShardTask) -> ShardStats:
     if not task.force and labels.shard_hash(task.shard) == task.label_set_hash:
         stats.status = "skipped"
         return stats
+    try:
+        labels_table = _label(dataset, task, stats)
+    except SchemaError as error:
+        if not (task.skip_bad and error.path == dataset.shard_path(task.shard)):
+            raise
+        stats.status, stats.error = "bad", str(error)
+        return stats
+    labels.write_shard(task.shard, labels_table, task.label_set_hash)
+    stats.models_loaded = model_cache.loads() - loads_before
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _label(dataset: Dataset, task: ShardTask, stats: ShardStats) -> pa.Table:
+    """The label rows of the task's raw shard; a SchemaError naming the raw shard when it cannot be read."""
     table = dataset.read_shard(task.shard, SHARD_TASK_COLUMNS)
     columns = ShardFrames(table)
     stats.frames = table.num_rows
     config = task.config
+    path = dataset.shard_path(task.shard)
 
-    gate, source, detections = _gate(table, columns, config)
+    with naming_frames(path, "camera", columns.episode_id, columns.step):
+        gate, source, detections = _gate(table, columns, config)
     stats.gate_quality = GateQuality.of(gate, critical_in_corridor(table.column("agents"), config.gate.corridor))
     stats.gate_source = source
     stats.gated = int(gate.sum())
@@ -123,7 +146,7 @@ def annotate_shard(task: ShardTask) -> ShardStats:
     sims = {"sim_pos": embeddings["bev"] @ texts[0], "sim_neg": embeddings["bev"] @ texts[1]}
     sims |= _dynamic_similarities(embeddings[view], texts[2], answers, described, config)
     reward = synthesize({**sims, **{name: table.column(name) for name in REWARD_RAW_COLUMNS}}, config.reward)
-    labels_table = pa.table(
+    return pa.table(
         {
             "episode_id": table.column("episode_id"),
             "step": table.column("step"),
@@ -137,10 +160,6 @@ def annotate_shard(task: ShardTask) -> ShardStats:
             **reward,
         }
     )
-    labels.write_shard(task.shard, labels_table, task.label_set_hash)
-    stats.models_loaded = model_cache.loads() - loads_before
-    stats.seconds = time.perf_counter() - start
-    return stats
 
 
 def _gate(table: pa.Table, columns: ShardFrames, config: AnnotateConfig) -> tuple[np.ndarray, str, list[list[dict]]]:
@@ -166,13 +185,15 @@ def _gate(table: pa.Table, columns: ShardFrames, config: AnnotateConfig) -> tupl
 
 
 def decoded_chunks(blobs: Sequence[bytes]) -> Iterator[tuple[int, list[np.ndarray]]]:
-    """``(offset, frames)`` chunks of decoded images; the next chunk decodes in threads while the caller works."""
+    """``(offset, frames)`` chunks of decoded images; the next chunk decodes in threads while the caller works.
+    A bad frame raises an ImageError carrying its position in ``blobs``."""
     starts = range(0, len(blobs), DECODE_CHUNK)
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-        pending = [pool.submit(decode_image, b) for b in blobs[:DECODE_CHUNK]]
+        pending = [pool.submit(decode_image, b, i) for i, b in enumerate(blobs[:DECODE_CHUNK])]
         for start in starts:
             current = [future.result() for future in pending]
-            pending = [pool.submit(decode_image, b) for b in blobs[start + DECODE_CHUNK : start + 2 * DECODE_CHUNK]]
+            nxt = start + DECODE_CHUNK
+            pending = [pool.submit(decode_image, b, nxt + i) for i, b in enumerate(blobs[nxt : nxt + DECODE_CHUNK])]
             yield start, current
 
 
@@ -216,27 +237,38 @@ def _assess(
 def _embeddings(
     dataset: Dataset, shard: str, columns: ShardFrames, wanted: Sequence[tuple[str, int]], config: AnnotateConfig, stats: ShardStats
 ) -> dict[str, np.ndarray]:
-    """Normalised image embeddings per view (one row per shard row; zeros where not wanted), through the cache."""
+    """Normalised image embeddings per view (one row per shard row; zeros where not wanted), through the cache
+    (keyed by frame content too: a frame whose bytes changed is encoded again)."""
     pathway = model_cache.static_pathway(config.clip)
-    path = f"{embedding_cache_folder(dataset, pathway.model_id, pathway.weights_id)}/{shard}.parquet"
+    path = f"{embedding_cache_folder(dataset, pathway.model_id, pathway.weights_id, pathway.precision_id)}/{shard}.parquet"
     keys, matrix = read_embedding_cache(dataset, path)
     index = {key: i for i, key in enumerate(keys)}
     hits: list[tuple[str, int, int]] = []
     todo: list[tuple[str, int]] = []
+    todo_keys: list[tuple[str, str, int, str]] = []
     for view, row in wanted:
-        i = index.get((view, columns.episode_id[row], int(columns.step[row])))
+        blob = columns.bev[row] if view == "bev" else columns.camera[row]
+        key = (view, columns.episode_id[row], int(columns.step[row]), frame_digest(blob))
+        i = index.get(key)
         if i is None:
             todo.append((view, row))
+            todo_keys.append(key)
         else:
             hits.append((view, row, i))
     stats.embedding_cache_hits = len(hits)
     stats.images_encoded = len(todo)
     blobs = [columns.bev[row] if view == "bev" else columns.camera[row] for view, row in todo]
-    fresh = [np.asarray(pathway.encode_images(images), dtype=np.float32) for _, images in decoded_chunks(blobs)]
+    rows = [row for _, row in todo]
+    with naming_frames(dataset.shard_path(shard), [view for view, _ in todo], columns.episode_id[rows], columns.step[rows]):
+        fresh = [np.asarray(pathway.encode_images(images), dtype=np.float32) for _, images in decoded_chunks(blobs)]
     if todo:
         encoded = np.concatenate(fresh)
-        keys = keys + [(view, columns.episode_id[row], int(columns.step[row])) for view, row in todo]
-        matrix = np.concatenate([matrix, encoded]) if len(matrix) else encoded
+        replaced = {key[:3] for key in todo_keys}  # entries of frames whose bytes changed: dropped, not kept beside the new
+        kept = [i for i, key in enumerate(keys) if key[:3] not in replaced]
+        position = {old: new for new, old in enumerate(kept)}
+        hits = [(view, row, position[i]) for view, row, i in hits]
+        keys = [keys[i] for i in kept] + todo_keys
+        matrix = np.concatenate([matrix[kept], encoded]) if kept else encoded
         write_embedding_cache(dataset, path, keys, matrix)
     base = len(keys) - len(todo)
     dim = matrix.shape[1] if len(matrix) else 0

@@ -115,6 +115,12 @@ class StaticPathway:
         """``sha256-<hex>`` of the checkpoint file, or ``random-seed<N>`` for random weights."""
         return self._weights_id
 
+    @property
+    def precision_id(self) -> str:
+        """The precision the encoders really run at (``auto`` resolved): ``fp32``, ``bf16`` or ``fp16``. Embeddings
+        differ between them, so caches and label-set hashes are keyed on it."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self._autocast_dtype]
+
     def encode_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """``(N, D)`` float32 unit-norm embeddings of HxWx3 uint8 RGB frames, in input order."""
         frames = [_check_frame(image, i) for i, image in enumerate(images)]

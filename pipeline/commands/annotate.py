@@ -43,10 +43,13 @@ USER_ERRORS = (ConfigError, DatasetError, WeightsError, FileNotFoundError, Conne
 @click.option("--in-process", is_flag=True,
               help="Run the local workers as threads of this process: models load once; for debugging and small datasets.")
 @click.option("--show-config", is_flag=True, help="Print the effective configuration as YAML and exit.")
+@click.option("--skip-bad", is_flag=True,
+              help="Leave raw shards that cannot be read (corrupt, non-finite values, undecodable frames) unlabelled and "
+                   "list them, instead of counting them as failures.")
 def annotate(
     dataset: str, label_set: str, config_file: str | None, overrides: tuple[str, ...], clip_checkpoint: str | None,
     replace: bool, force: bool, scheduler: str | None, workers: int | None, threads: int | None, in_process: bool,
-    show_config: bool,
+    show_config: bool, skip_bad: bool,
 ) -> None:  # fmt: skip
     """Label every raw shard of DATASET and write the label set NAME beside it.
 
@@ -65,7 +68,7 @@ def annotate(
         use_threads(threads)  # in-process workers are this process's threads
         options = RunOptions(
             label_set=label_set, replace=replace, force=force, scheduler=scheduler, workers=workers,
-            processes=not in_process, progress=sys.stderr.isatty(), worker_env=thread_env(threads),
+            processes=not in_process, progress=sys.stderr.isatty(), worker_env=thread_env(threads), skip_bad=skip_bad,
         )
         summary = annotate_dataset(dataset, config, options)
     except (*USER_ERRORS, ClusterError) as error:
@@ -73,4 +76,5 @@ def annotate(
     for line in summary.lines():
         click.echo(line)
     if summary.failed:
-        raise click.ClickException(f"{len(summary.failed)} shard(s) failed; rerun the same command to retry them")
+        hint = "" if skip_bad else " (--skip-bad lists unreadable raw shards and goes on without them)"
+        raise click.ClickException(f"{len(summary.failed)} shard(s) failed; rerun the same command to retry them{hint}")

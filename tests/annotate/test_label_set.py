@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -46,7 +47,6 @@ def test_hash_is_the_sha256_of_the_canonical_spec_and_is_stable_across_processes
         "reward.beta_dynamic=0.5",
         "reward.pathways=[static]",
         "reward.stability_signed=false",
-        "clip.precision=bf16",
         "gate.corridor_length=30",
         "gate.critical_kinds=pedestrian",
         "gate_fallback=none",
@@ -56,6 +56,14 @@ def test_hash_is_the_sha256_of_the_canonical_spec_and_is_stable_across_processes
 )
 def test_every_value_setting_changes_the_hash(override):
     assert digest(override) != digest()
+
+
+def test_the_precision_clip_really_ran_at_changes_the_hash_not_the_configured_name():
+    """``auto`` is fp32 on a CPU and bf16 on most GPUs: the hash follows what ran, so a CPU re-score is a new label set."""
+    bf16 = dataclasses.replace(IDS, clip_precision="bf16")
+    assert digest(ids=bf16) != digest()
+    assert build_spec(fast_config(), bf16)["clip"]["precision"] == "bf16"
+    assert digest("clip.precision=fp32") == digest("clip.precision=auto")  # both ran at fp32 (IDS)
 
 
 def test_vlm_prompt_sampling_and_model_change_the_hash():

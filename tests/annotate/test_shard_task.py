@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -14,14 +15,15 @@ from data_schema.reward import synthesize
 from annotate.caches import embedding_cache_folder
 from annotate.shard_task import ShardTask, annotate_shard
 from annotate_fixtures import fast_config, make_dataset
-from data_schema import Dataset, decode_image
+from data_schema import Dataset, SchemaError, decode_image
 
 NEW_PROMPTS = ("prompts.positive=An empty road in good weather", "prompts.negative=A pedestrian is hit by a car", "reward.alpha=0.5")
 
 
 def run_all(dataset: Dataset, name: str, config, force: bool = False):
     pathway = model_cache.static_pathway(config.clip)
-    labels, h = prepare(dataset, name, build_spec(config, ModelIds(pathway.model_id, pathway.weights_id, None)), replace=False)
+    ids = ModelIds(pathway.model_id, pathway.weights_id, None, pathway.precision_id)
+    labels, h = prepare(dataset, name, build_spec(config, ids), replace=False)
     stats = [annotate_shard(ShardTask(dataset.url, shard, name, h, config, force)) for shard in dataset.shards()]
     return labels, stats
 
@@ -101,7 +103,7 @@ def test_a_corrupt_embedding_cache_is_rebuilt_not_trusted(cold, tmp_path):
     dataset = copy_of(cold[0], tmp_path / "ds")
     config = fast_config()
     pathway = model_cache.static_pathway(config.clip)
-    cache = f"{embedding_cache_folder(dataset, pathway.model_id, pathway.weights_id)}/s00.parquet"
+    cache = f"{embedding_cache_folder(dataset, pathway.model_id, pathway.weights_id, pathway.precision_id)}/s00.parquet"
     with open(cache, "wb") as f:
         f.write(b"not parquet")
     labels, stats = run_all(dataset, "base", config, force=True)
@@ -119,3 +121,48 @@ def test_frames_decoded_in_chunks_ahead_of_the_encoder_give_the_same_embeddings(
     assert [s.images_encoded for s in stats] == [12, 12]
     for shard in dataset.shards():
         np.testing.assert_allclose(labels.read_shard(shard).column("sim_pos").to_numpy(), cold[1].read_shard(shard).column("sim_pos").to_numpy(), atol=1e-6)
+
+
+def rewritten(dataset: Dataset, target, shard: str, row: int, bev: bytes) -> Dataset:
+    """A copy of ``dataset`` (caches included) whose raw shard ``shard`` has ``bev`` as the frame of ``row``."""
+    copy = copy_of(dataset, target)
+    table = copy.read_shard(shard)
+    frames = table.column("bev").to_pylist()
+    frames[row] = bev
+    Path(copy.shard_path(shard)).unlink()
+    copy.write_episode_shard(shard, table.set_column(table.schema.get_field_index("bev"), "bev", pa.array(frames, pa.binary())))
+    return copy
+
+
+def test_a_frame_whose_bytes_changed_is_encoded_again_not_matched_by_its_position(cold, tmp_path):
+    dataset, labels, _ = cold
+    other = dataset.read_shard("s01", ["bev"]).column("bev")[0].as_py()  # a real frame, from another shard
+    changed = rewritten(dataset, tmp_path / "ds", "s00", 2, other)
+    relabelled, stats = run_all(changed, "base", fast_config(), force=True)
+    assert [s.images_encoded for s in stats] == [1, 0] and stats[0].embedding_cache_hits == 11
+    got, before = relabelled.read_shard("s00").column("sim_pos").to_numpy(), labels.read_shard("s00").column("sim_pos").to_numpy()
+    assert got[2] == pytest.approx(labels.read_shard("s01").column("sim_pos").to_numpy()[0], abs=1e-6)
+    np.testing.assert_allclose(np.delete(got, 2), np.delete(before, 2), atol=1e-6)
+    _, again = run_all(changed, "base", fast_config(), force=True)
+    assert [s.images_encoded for s in again] == [0, 0]  # the cache holds the new frame's embedding, not both
+
+
+def test_embeddings_at_another_precision_are_not_reused(cold, tmp_path):
+    dataset = copy_of(cold[0], tmp_path / "ds")
+    _, fp32 = run_all(dataset, "auto", fast_config("clip.precision=auto"))  # auto is fp32 on a CPU: the cold run's cache
+    assert [s.images_encoded for s in fp32] == [0, 0]
+    labels, bf16 = run_all(dataset, "bf16", fast_config("clip.precision=bf16"))
+    assert [s.images_encoded for s in bf16] == [12, 12]
+    assert labels.info().spec["clip"]["precision"] == "bf16" and labels.hash != dataset.label_set("auto").hash
+
+
+def test_an_undecodable_frame_is_named_and_skip_bad_leaves_its_shard_unlabelled(cold, tmp_path):
+    broken = rewritten(cold[0], tmp_path / "ds", "s01", 5, b"\x89PNG\r\n\x1a\n not a frame")
+    config = fast_config()
+    pathway = model_cache.static_pathway(config.clip)
+    labels, digest = prepare(broken, "fresh", build_spec(config, ModelIds(pathway.model_id, pathway.weights_id, None)), replace=False)
+    with pytest.raises(SchemaError, match=r"s01\.parquet, column 'bev': episode '\S+', step \d+: not a decodable PNG/JPEG image"):
+        annotate_shard(ShardTask(broken.url, "s01", "fresh", digest, config))
+    stats = [annotate_shard(ShardTask(broken.url, s, "fresh", digest, config, skip_bad=True)) for s in broken.shards()]
+    assert [s.status for s in stats] == ["done", "bad"] and "step" in stats[1].error
+    assert labels.labelled() == ["s00"]
