@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from data_schema.dataset import Dataset
 from data_schema.groundtruth import GateQuality
 from data_schema.label_sets import LabelSetInfo
-from data_schema.query import attach_images
+from data_schema.query import SHARD_COLUMN, attach_images
 from data_schema.storage import atomic_write_bytes, filesystem
 from pipeline.audit.config import ReportConfig
 from pipeline.audit.html import page, paragraph, png_img, preformatted, section, table
@@ -48,10 +48,6 @@ def build_report(dataset: Dataset | str, label_set: str, config: ReportConfig = 
     gate = GateQuality.of(df["gate"].to_numpy(bool), df["critical"].to_numpy(bool))
     vlm = vlm_validity(df)
     notes = findings(df, info, gate, vlm) if not df.empty else []
-    summary = {
-        "frames": len(df), "labelled_frames": sample.labelled_frames, "shards_read": len(sample.shards_read), **gate_summary(gate),
-        **vlm, "findings": notes,
-    }  # fmt: skip
     sections = [
         _provenance(ds, info, sample),
         section("Sample", paragraph(sample.describe(), "note")),
@@ -68,6 +64,13 @@ def build_report(dataset: Dataset | str, label_set: str, config: ReportConfig = 
             _worst(ds, df, config.worst),
             _timelines(df, config.timelines),
         ]
+    if ds.bad_shards:
+        listing = "\n".join(f"{shard}: {why}" for shard, why in ds.bad_shards.items())
+        sections.append(section("Unreadable shards", paragraph(f"{len(ds.bad_shards)} shard(s) could not be read and are left out (--skip-bad):", "warn"), preformatted(listing)))
+    summary = {
+        "frames": len(df), "labelled_frames": sample.labelled_frames, "shards_read": len(sample.shards_read), **gate_summary(gate),
+        **vlm, "findings": notes, "bad_shards": dict(ds.bad_shards),
+    }  # fmt: skip
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return page(f"Label audit: {label_set}", f"{ds.url} · generated {stamp}", sections), summary
 
@@ -261,7 +264,11 @@ def _worst(ds: Dataset, df: pd.DataFrame, n: int) -> str:
     if n == 0:
         return ""
     worst = df.sort_values(["semantic", "reward"], kind="stable").head(n)
-    worst = attach_images(ds, worst, ["bev", "camera"])
+    # decoded here, shard by shard, so that a frame that does not decode is named (or its shard skipped: skip_bad)
+    parts = [part for _, part in ds.readable(worst[SHARD_COLUMN].unique(), lambda s: attach_images(ds, worst[worst[SHARD_COLUMN] == s], ["bev", "camera"], decode=True))]
+    if not parts:
+        return section("Lowest-scored frames", paragraph("None of their frames could be read.", "warn"))
+    worst = pd.concat(parts).sort_values(["semantic", "reward"], kind="stable")
     parts = [
         paragraph(f"The {len(worst)} frames with the lowest semantic score (0 = dangerous); yellow border: gated; caption: the VLM's description."),
         png_img(figure_png(show_frames(worst, image="bev", max_frames=n)), "lowest-scored frames, BEV"),

@@ -85,8 +85,11 @@ def sample_frames(dataset: Dataset, label_set: str, config: ReportConfig = Repor
         df = _take_episodes(df, config.max_frames - held, rng, first=not kept)
         if df.empty:
             break  # no whole episode fits what is left of the budget: more shards would not change that
+        found = dict(dataset.readable([shard], lambda s: dataset.read_shard(s, [*KEY_COLUMNS, "agents"])))
+        if shard not in found:
+            continue  # unreadable agents (skip_bad): the shard is listed in dataset.bad_shards
         read.append(shard)
-        agents = dataset.read_shard(shard, [*KEY_COLUMNS, "agents"])
+        agents = found[shard]
         critical = pd.DataFrame({k: agents.column(k).to_numpy() for k in KEY_COLUMNS})
         critical["critical"] = critical_in_corridor(agents.column("agents"), truth)
         df = df.merge(critical, on=list(KEY_COLUMNS), how="left", validate="one_to_one")

@@ -34,9 +34,12 @@ USER_ERRORS = (DatasetError, ValueError, KeyError, FileNotFoundError)
 @click.option("--corridor-half-width", type=float, default=None,
               help="Ground truth for gate recall: metres either side of the ego's centre line. Default: the label "
                    "set's gate settings.")
+@click.option("--skip-bad", is_flag=True,
+              help="Leave shards that cannot be read (corrupt, non-finite values, undecodable frames) out of the report, "
+                   "listing them, instead of stopping.")
 def audit(
     dataset: str, label_set: str, out: str, max_frames: int, seed: int, worst: int, timelines: int,
-    corridor_length: float | None, corridor_half_width: float | None,
+    corridor_length: float | None, corridor_half_width: float | None, skip_bad: bool,
 ) -> None:  # fmt: skip
     """Write a self-contained HTML report auditing one label set of DATASET.
 
@@ -46,7 +49,7 @@ def audit(
     """
     try:
         config = ReportConfig(max_frames, seed, worst, timelines, corridor_length, corridor_half_width)
-        summary = write_report(Dataset.open(dataset), label_set, out, config)
+        summary = write_report(Dataset.open(dataset, skip_bad), label_set, out, config)
     except USER_ERRORS as e:
         raise click.ClickException(_message(e)) from None
     click.echo(
@@ -57,6 +60,8 @@ def audit(
     )
     for note in summary["findings"]:
         click.echo(f"finding: {note}")
+    for shard, why in summary["bad_shards"].items():
+        click.echo(f"skipped unreadable shard {shard}: {why}")
 
 
 @click.group("labels")

@@ -138,10 +138,14 @@ def _describe(summary: CollectSummary) -> str:
 @click.command("info")
 @click.argument("dataset")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info(dataset: str, as_json: bool) -> None:
-    """Summarise the dataset DATASET: episodes, steps, shards, label sets, schema version, size on disk."""
+@click.option("--skip-bad", is_flag=True,
+              help="Count around raw shards that cannot be read (corrupt or damaged files), listing them, instead of stopping.")
+def info(dataset: str, as_json: bool, skip_bad: bool) -> None:
+    """Summarise the dataset DATASET: episodes, steps, shards, label sets, schema version, size on disk.
+
+    An episode found in two shards (a collector that ran twice) is an error naming both."""
     try:
-        summary = Dataset.open(dataset).info()
+        summary = Dataset.open(dataset, skip_bad).info()
     except DatasetError as e:
         raise click.ClickException(str(e)) from None
     if as_json:
@@ -157,6 +161,8 @@ def info(dataset: str, as_json: bool) -> None:
         f"label sets      {label_sets}\n"
         f"size            {_human_bytes(summary['bytes'])}"
     )
+    for shard, why in summary["bad_shards"].items():
+        click.echo(f"skipped unreadable shard {shard}: {why}")
 
 
 def _human_bytes(n: int) -> str:
