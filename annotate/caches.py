@@ -3,11 +3,11 @@
 ::
 
     cache/clip_image/<model_id>-<weights_id>-<precision>/<shard>.parquet   image embeddings per (view, episode, step, frame digest)
-    cache/vlm/<settings_id>/<shard>.parquet                                VLM answers keyed by ``annotate.vlm.cache_key``
+    cache/vlm/<settings_id>-<precision>/<shard>.parquet                    VLM answers keyed by ``annotate.vlm.cache_key``
 
 The image-embedding cache lets a new prompt set re-score a shard without running the image encoder; the
 answer cache lets a rerun ask the VLM only for windows it has not answered. Keys hold what determines the
-value: the model, its weights and the precision it ran at (the folder), and the frame's content (a digest
+value: the model, its weights (or settings) and the precision it ran at (the folder), and the frame's content (a digest
 of its bytes, so a frame that changed on disk is encoded again, never matched by its position). Both are
 written atomically (with page checksums) and merged; an unreadable or outdated cache file is rebuilt,
 never an error.
@@ -131,6 +131,7 @@ def embedding_cache_folder(dataset: Dataset, model_id: str, weights_id: str, pre
     return dataset.cache_path("clip_image", f"{model[: 127 - len(precision)]}-{precision}")
 
 
-def vlm_cache_folder(dataset: Dataset, config: AnnotateConfig) -> str:
-    """``cache/vlm/<settings_id>``: answers reusable by any backend asking the same model the same way."""
-    return dataset.cache_path("vlm", settings_id(config.vlm))
+def vlm_cache_folder(dataset: Dataset, config: AnnotateConfig, precision: str) -> str:
+    """``cache/vlm/<settings_id>-<precision>``: answers reusable by any backend asking the same model the same way
+    at the same precision (a backend's ``precision_id``)."""
+    return dataset.cache_path("vlm", f"{settings_id(config.vlm)}-{precision}")

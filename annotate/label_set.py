@@ -1,7 +1,7 @@
 """Label-set identity: the spec of everything that determines label values, its content hash, and the rules.
 
-The spec holds prompts, model ids and weight hashes, the precision CLIP really ran at (``auto`` resolved:
-fp32 on a CPU, bf16 on most GPUs), gate settings, the VLM prompt and sampling, the reward parameters and
+The spec holds prompts, model ids and weight hashes, the precision CLIP and the VLM really ran at (``auto``
+resolved: fp32 on a CPU, bf16 on most GPUs), gate settings, the VLM prompt and sampling, the reward parameters and
 the schema version; execution settings (devices, batch sizes, URLs, retries of the
 transport) are left out, so the same labels computed on another machine get the same hash. The hash is the
 sha256 of the spec's canonical JSON.
@@ -57,6 +57,7 @@ class ModelIds:
     clip_weights: str
     gate_weights: str | None
     clip_precision: str = "fp32"  # what ``clip.precision`` resolved to where the model runs
+    vlm_precision: str | None = None  # the VLM backend's ``precision_id``; None without a VLM
 
 
 def build_spec(config: AnnotateConfig, ids: ModelIds) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def build_spec(config: AnnotateConfig, ids: ModelIds) -> dict[str, Any]:
     if config.vlm.backend == "none":
         vlm: dict[str, Any] = {"enabled": False}
     else:
-        vlm = {"enabled": True, "settings_id": settings_id(config.vlm), **_without(sections["vlm"], "vlm")}
+        vlm = {"enabled": True, "settings_id": settings_id(config.vlm), "precision": ids.vlm_precision, **_without(sections["vlm"], "vlm")}
     return {
         "schema_version": SCHEMA_VERSION,
         "clip": clip,

@@ -230,9 +230,12 @@ def _model_ids(config: AnnotateConfig, camera: bool) -> ModelIds:
     The VLM is loaded here too, so a wrong model path, server or key stops the run before any shard runs.
     """
     pathway = model_cache.static_pathway(config.clip)
-    model_cache.vlm_backend(config.vlm)
+    vlm = model_cache.vlm_backend(config.vlm)
     gate_weights = model_cache.camera_gate(config.gate).weights_id if camera else None
-    return ModelIds(clip_model=pathway.model_id, clip_weights=pathway.weights_id, gate_weights=gate_weights, clip_precision=pathway.precision_id)
+    return ModelIds(
+        clip_model=pathway.model_id, clip_weights=pathway.weights_id, gate_weights=gate_weights, clip_precision=pathway.precision_id,
+        vlm_precision=vlm.precision_id if vlm is not None else None,
+    )  # fmt: skip
 
 
 def _torch_threads() -> int:
@@ -247,7 +250,7 @@ def _clean_caches(dataset: Dataset, config: AnnotateConfig, ids: ModelIds) -> No
     """Remove ``*.tmp`` files crashed writers left in this run's cache folders."""
     folders = [embedding_cache_folder(dataset, ids.clip_model, ids.clip_weights, ids.clip_precision)]
     if config.vlm.backend != "none":
-        folders.append(vlm_cache_folder(dataset, config))
+        folders.append(vlm_cache_folder(dataset, config, ids.vlm_precision or ""))
     for folder in folders:
         remove_leftovers(dataset.fs, folder)
 

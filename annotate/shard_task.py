@@ -205,7 +205,8 @@ def _assess(
     rows = np.flatnonzero(gate)
     if config.vlm.backend == "none" or len(rows) == 0:
         return answers
-    path = f"{vlm_cache_folder(dataset, config)}/{shard}.parquet"
+    backend = model_cache.vlm_backend(config.vlm)
+    path = f"{vlm_cache_folder(dataset, config, backend.precision_id)}/{shard}.parquet"
     cached = read_vlm_cache(dataset, path)
     keys = {int(r): cache_key(config.vlm, columns.window(int(r), config.vlm.window)) for r in rows}
     missing: dict[str, int] = {}
@@ -214,7 +215,6 @@ def _assess(
             missing[key] = row
     stats.vlm_cache_hits = sum(1 for key in keys.values() if key in cached)
     if missing:
-        backend = model_cache.vlm_backend(config.vlm)
         fresh = backend.assess([columns.window(row, config.vlm.window) for row in missing.values()])
         stats.vlm_calls = len(fresh)
         new = {key: answer for key, answer in zip(missing, fresh)}

@@ -14,10 +14,12 @@ import zlib
 from typing import Iterator, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 from data_schema.errors import DatasetError, SchemaError
 
+#: The decoder of each image format the schema stores, by its first two bytes.
+_OPENERS = {b"\x89P": PngImagePlugin.PngImageFile, b"\xff\xd8": JpegImagePlugin.JpegImageFile}
 #: What PIL raises on damaged bytes: unknown format, truncated data, bad chunk CRCs, corrupt zlib streams.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, zlib.error, Image.DecompressionBombError)
 
@@ -63,9 +65,16 @@ def decode_image(data: bytes, row: int | None = None) -> np.ndarray:
 
 
 def decode_pil(data: bytes, row: int | None = None) -> Image.Image:
-    """A PIL RGB image from PNG or JPEG bytes (for resizing or drawing before use)."""
+    """A PIL RGB image from PNG or JPEG bytes (for resizing or drawing before use).
+
+    The two formats of the schema are decoded by their own PIL plugins, not by ``Image.open``: that tries
+    every format PIL knows on damaged bytes, and ultralytics patches it to install a HEIF plugin then.
+    """
+    opener = _OPENERS.get(bytes(data[:2]))
+    if opener is None:
+        raise ImageError(f"not a decodable PNG/JPEG image (starts with {bytes(data[:8])!r})", row)
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with opener(io.BytesIO(data)) as image:
             return image.convert("RGB")
     except _DECODE_ERRORS as error:
         raise ImageError(f"not a decodable PNG/JPEG image ({type(error).__name__}: {error})", row) from error

@@ -28,6 +28,13 @@ class VlmBackend(Protocol):
         """Hash of everything but the frames that determines an answer: see :func:`settings_id`."""
         ...
 
+    @property
+    def precision_id(self) -> str:
+        """The precision the model runs at here (``fp32``, ``bf16``, a vLLM dtype, or ``server``: whatever the
+        endpoint runs). Answers at one precision differ from another's, so the answer cache and the label-set
+        spec are keyed on it, beside :func:`settings_id`."""
+        ...
+
     def assess(self, windows: Sequence[Sequence[bytes]]) -> list[VlmAnswer]:
         """One answer per window, in order. Bad answers come back with ok=False; bad frames raise ValueError."""
         ...

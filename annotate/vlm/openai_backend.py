@@ -62,6 +62,9 @@ def backoff_delay(config: VlmConfig, retry: int, retry_after: str | None = None)
 class OpenAiVlm(ConfiguredVlm):
     """Talks to one OpenAI-compatible endpoint; checks at construction that it answers."""
 
+    #: The endpoint's precision is not known here: its answers are kept apart from those of in-process models.
+    precision_id = "server"
+
     def __init__(self, config: VlmConfig) -> None:
         self.config = config
         headers = {}

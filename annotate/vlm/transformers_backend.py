@@ -40,6 +40,7 @@ class TransformersVlm(ConfiguredVlm):
         self._torch = torch
         self._device = resolve_device(config.device)
         dtype = torch.float32 if self._device.type == "cpu" else torch.bfloat16
+        self.precision_id = "fp32" if dtype == torch.float32 else "bf16"
         self._processor = AutoProcessor.from_pretrained(path, local_files_only=True)
         if getattr(self._processor, "chat_template", None) is None:
             raise ValueError(f"VlmConfig.model: the processor in {path} has no chat template")

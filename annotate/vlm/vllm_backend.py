@@ -97,6 +97,7 @@ class VllmVlm(ConfiguredVlm):
             ) from error
         api = structured_output_api(vllm.__version__)
         self.config = config
+        self.precision_id = config.dtype  # "auto": the model's own dtype, fixed by the model the settings name
         self._llm = vllm.LLM(**engine_kwargs(config))
         self._sampling = vllm.SamplingParams(**sampling_kwargs(config), **structured_outputs_kwargs(config, api))
         self._lock = threading.Lock()  # LLM is not thread-safe; dask worker threads share this backend

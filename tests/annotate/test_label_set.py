@@ -14,6 +14,7 @@ import pytest
 from annotate import label_set, model_cache
 from annotate.label_set import LabelSetConflict, ModelIds, build_spec, plan, prepare, record_run
 from data_schema.label_sets import canonical_json, spec_hash
+from annotate.caches import vlm_cache_folder
 from annotate.shard_task import ShardTask, annotate_shard
 from annotate_fixtures import fast_config, make_dataset
 from data_schema import SCHEMA_VERSION, Dataset, SchemaError
@@ -64,6 +65,15 @@ def test_the_precision_clip_really_ran_at_changes_the_hash_not_the_configured_na
     assert digest(ids=bf16) != digest()
     assert build_spec(fast_config(), bf16)["clip"]["precision"] == "bf16"
     assert digest("clip.precision=fp32") == digest("clip.precision=auto")  # both ran at fp32 (IDS)
+
+
+def test_the_precision_the_vlm_ran_at_changes_the_hash_and_its_answer_cache(tmp_path):
+    base = ("vlm.backend=openai", "vlm.model=qwen")
+    fp32, bf16 = dataclasses.replace(IDS, vlm_precision="fp32"), dataclasses.replace(IDS, vlm_precision="bf16")
+    assert digest(*base, ids=fp32) != digest(*base, ids=bf16)
+    dataset = Dataset.create(str(tmp_path / "ds"))
+    config = fast_config(*base)
+    assert vlm_cache_folder(dataset, config, "fp32") != vlm_cache_folder(dataset, config, "bf16")
 
 
 def test_vlm_prompt_sampling_and_model_change_the_hash():

@@ -71,7 +71,7 @@ def test_gated_frames_get_vlm_answers_windows_padded_at_the_episode_start_and_th
     # windows: K+1 = 4 BEV frames ending at the gated step, the first frame repeated before the episode start
     bev = early_hazard.read_shard("s00", ["bev"]).column("bev").to_pylist()
     expected = {cache_key(config.vlm, [bev[max(s - 3 + j, 0)] for j in range(4)]) for s in (1, 2, 3)}
-    cached = pq.read_table(f"{vlm_cache_folder(early_hazard, config)}/s00.parquet")
+    cached = pq.read_table(f"{vlm_cache_folder(early_hazard, config, 'fp32')}/s00.parquet")  # transformers on a CPU
     assert set(cached.column("key").to_pylist()) == expected and all(cached.column("ok").to_pylist())
 
     pathway = model_cache.static_pathway(config.clip)
