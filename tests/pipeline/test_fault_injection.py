@@ -216,7 +216,7 @@ def test_an_edited_label_set_json_is_refused_by_the_commands_that_read_it(tmp_pa
     document["spec"]["reward"]["penalty"] = -1000.0  # the stored labels were not computed with this
     labels.write_document(document)
     message = "labels/test/label_set.json: the spec does not match its hash"
-    trained = invoke("train", ds.path, "--label-set", "test", "--out", str(tmp_path / "run"), "--offline", "--reward-from-components", *TINY_ARGS)
+    trained = invoke("train", ds.path, "--label-set", "test", "--out", str(tmp_path / "run"), "--offline", "--steps", "2", "--reward-from-components", *TINY_ARGS)
     assert trained.exit_code == 1 and message in trained.output and not (tmp_path / "run").exists()
     audited = invoke("audit", ds.path, "--label-set", "test", "--out", str(tmp_path / "a.html"))
     assert audited.exit_code == 1 and message in audited.output
