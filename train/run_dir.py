@@ -115,6 +115,15 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path / "run.json", json.dumps(spec.to_dict(), indent=2, sort_keys=True))
 
+    def discard_unstarted(self) -> None:
+        """Remove ``run.json`` of a run that failed before its first checkpoint: nothing refers to it yet, and
+        left behind it would refuse the corrected command (and --resume with the corrected settings). Logs stay."""
+        if (self.path / "state.json").exists():
+            return
+        (self.path / "run.json").unlink(missing_ok=True)
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
     def state(self) -> RunState | None:
         """The state at the last checkpoint (checked: see the module docstring), or None before the first one."""
         path = self.path / "state.json"

@@ -14,7 +14,7 @@ from data_schema.reward import RewardConfig
 from data_schema.settings import overrides as parse_overrides
 from pipeline.online import train_online
 from pipeline.threads import available_cores, offline_update_threads, use_threads
-from train import RunDir, RunSpec, TrainConfig, check_spec, train_offline
+from train import Echo, RunDir, RunSpec, RunState, TrainConfig, check_spec, train_offline
 from train.algorithms import ALGORITHMS, OFFLINE_ONLY
 
 #: Errors that carry a message for the user; anything else is a bug and keeps its traceback.
@@ -118,16 +118,25 @@ def train(dataset: str, label_set: str, run_dir: str, offline: bool, algo: str |
         run.write_spec(spec)
         echo = tqdm.write
         echo(f"run {run.path} ({spec.mode}), dataset {spec.dataset}, label set {spec.label_set}")
-        if spec.mode == "offline":
-            threads = offline_update_threads(spec.config.torch_threads)
-            use_threads(threads)
-            echo(f"threads ({available_cores()} cores): gradient updates {threads}")
-            state = train_offline(run, echo, skip_bad=skip_bad).state
-        else:
-            state = train_online(run, echo, skip_bad).state
+        try:
+            state = _run(run, spec.mode, echo, skip_bad)
+        except Exception:  # an error, not an interrupt: a run stopped by the user stays resumable
+            if not resume:
+                run.discard_unstarted()
+            raise
     except USER_ERRORS as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"checkpoint {run.checkpoints / state.checkpoint} after {state.grad_steps} updates")
+
+
+def _run(run: RunDir, mode: str, echo: Echo, skip_bad: bool) -> RunState:
+    """Train the run in ``run`` (online or offline) to its end; returns its state at the last checkpoint."""
+    if mode == "online":
+        return train_online(run, echo, skip_bad).state
+    threads = offline_update_threads(run.spec().config.torch_threads)
+    use_threads(threads)
+    echo(f"threads ({available_cores()} cores): gradient updates {threads}")
+    return train_offline(run, echo, skip_bad=skip_bad).state
 
 
 def _resumed_spec(run: RunDir, dataset: str, label_set: str, offline: bool, overrides: dict[str, Any], given: dict[str, Any]) -> RunSpec:

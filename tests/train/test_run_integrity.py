@@ -150,6 +150,15 @@ def test_a_failed_start_leaves_no_run_json_and_the_corrected_command_runs(small_
     assert offline(small_dataset, out, "--resume").exit_code == 0
 
 
+def test_a_run_failing_before_its_first_checkpoint_leaves_no_run_json(tmp_path):
+    ds = write_dataset(str(tmp_path / "ds"), {"a": [raw_episode(1, 3)], "b": [raw_episode(2, 3)], "c": [raw_episode(1, 3)]})
+    failed = offline(ds, tmp_path / "run")
+    assert failed.exit_code != 0 and "episode 'ep001' is in two raw shards, a and c" in failed.output
+    assert not (tmp_path / "run" / "run.json").exists()
+    Path(ds.shard_path("c")).unlink()
+    assert offline(ds, tmp_path / "run").exit_code == 0  # the corrected dataset trains under the same command
+
+
 def test_an_edited_label_set_is_refused_for_recomputed_rewards_and_leaves_no_run(small_dataset, tmp_path):
     labels = small_dataset.label_set("test")
     document = labels.document()
