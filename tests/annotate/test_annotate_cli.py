@@ -71,7 +71,7 @@ def test_config_file_and_overrides_are_layered_and_shown(dataset, tmp_path):
     [
         (["--set", "gate.confidnce=0.3"], "gate.confidnce"),
         (["--set", "reward.penalty=high"], "reward.penalty: expected a finite number"),
-        (["--set", "prompts.alpha=.nan"], "prompts.alpha: expected a finite number, got nan"),
+        (["--set", "reward.alpha=.nan"], "reward.alpha: expected a finite number, got nan"),
         (["--set", "gate.corridor_length=.inf"], "gate.corridor_length: expected a finite number, got inf"),
         (["--set", "reward.penalty=3"], "penalty must be"),
         (["--set", "nonsense"], "expected KEY=VALUE"),
