@@ -57,30 +57,55 @@ def conform(table: pa.Table, kind: str, path: str) -> pa.Table:
     return table
 
 
+def holds_floats(kind: pa.DataType) -> bool:
+    """Whether values of ``kind`` contain floating-point numbers at any depth."""
+    if pa.types.is_floating(kind):
+        return True
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return holds_floats(kind.value_type)
+    return pa.types.is_struct(kind) and any(holds_floats(kind.field(i).type) for i in range(kind.num_fields))
+
+
+def all_finite(array: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether every float in ``array``, at any depth, is finite (nulls count as finite): the fast path."""
+    kind = array.type
+    if not holds_floats(kind):
+        return True
+    if isinstance(array, pa.ChunkedArray):
+        return all(all_finite(chunk) for chunk in array.chunks)
+    if pa.types.is_floating(kind):
+        return pc.all(pc.is_finite(array)).as_py() is not False
+    if pa.types.is_struct(kind):
+        return all(all_finite(pc.struct_field(array, [i])) for i in range(kind.num_fields))
+    return all_finite(pc.list_flatten(array))
+
+
 def nonfinite_rows(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Per element of ``array``: whether it holds a NaN or infinite float at any depth (lists, structs)."""
     if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+        parts = [nonfinite_rows(chunk) for chunk in array.chunks]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
     kind = array.type
+    out = np.zeros(len(array), dtype=bool)
+    if not holds_floats(kind):
+        return out
     if pa.types.is_floating(kind):
         return pc.fill_null(pc.invert(pc.is_finite(array)), False).to_numpy(zero_copy_only=False)
-    out = np.zeros(len(array), dtype=bool)
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
-        bad = nonfinite_rows(pc.list_flatten(array))
-        if bad.any():
-            out[pc.list_parent_indices(array).to_numpy()[bad]] = True
-    elif pa.types.is_struct(kind):
+    if pa.types.is_struct(kind):
         for i in range(kind.num_fields):
             out |= nonfinite_rows(pc.struct_field(array, [i]))
+        return out
+    bad = nonfinite_rows(pc.list_flatten(array))
+    if bad.any():
+        out[pc.list_parent_indices(array).to_numpy()[bad]] = True
     return out
 
 
 def first_nonfinite(table: pa.Table) -> tuple[str, np.ndarray] | None:
     """The first column of ``table`` holding a NaN or infinite value, and the rows that do; None when all are finite."""
     for name in table.column_names:
-        rows = np.flatnonzero(nonfinite_rows(table.column(name)))
-        if len(rows):
-            return name, rows
+        if not all_finite(table.column(name)):
+            return name, np.flatnonzero(nonfinite_rows(table.column(name)))
     return None
 
 
