@@ -26,12 +26,18 @@ __all__ = [
     "Corridor",
     "EgoBox",
     "GateQuality",
+    "HAZARD_COLUMNS",
     "HAZARD_KINDS",
     "HazardRule",
+    "HazardSources",
+    "MOTIONS",
+    "agent_motion",
     "agent_table",
     "footprint_reach",
     "critical_in_corridor",
+    "hazard_sources",
     "hazards",
+    "nearest_per_row",
     "time_to_collision",
 ]
 
@@ -39,6 +45,10 @@ __all__ = [
 CRITICAL_KINDS = ("pedestrian", "cyclist", "motorcycle")
 #: Frame-level hazard classes of :func:`hazards`; ``any`` is their union.
 HAZARD_KINDS = ("critical_agent", "vehicle_close", "event_soon", "any")
+#: Raw step columns :func:`hazards` and :func:`hazard_sources` read.
+HAZARD_COLUMNS = ("episode_id", "step", "t", "speed", "agents", "collision", "off_road")
+#: How a road user moves relative to the ego's heading (:func:`agent_motion`).
+MOTIONS = ("standing", "crossing_from_left", "crossing_from_right", "same_way", "oncoming")
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,20 @@ def time_to_collision(
     return np.where(ttc <= horizon_s, ttc, np.inf)
 
 
+def agent_motion(fields: dict[str, np.ndarray], standing_mps: float = 0.3) -> np.ndarray:
+    """Per agent, one of ``MOTIONS``: standing below ``standing_mps``; crossing where its heading is closer
+    to the ego's sideways axis than to its forward one (from the left: moving towards -y, to the ego's right);
+    else going the ego's way or coming towards it."""
+    yaw = np.asarray(fields["yaw"], np.float64)
+    along, across = np.cos(yaw), np.sin(yaw)
+    motion = np.where(along >= 0, "same_way", "oncoming").astype(object)
+    sideways = np.abs(across) > np.abs(along)
+    motion[sideways & (across < 0)] = "crossing_from_left"
+    motion[sideways & (across > 0)] = "crossing_from_right"
+    motion[np.asarray(fields["speed"]) < standing_mps] = "standing"
+    return motion
+
+
 @dataclass(frozen=True)
 class HazardRule:
     """How :func:`hazards` decides that a frame is dangerous.
@@ -152,37 +176,79 @@ class HazardRule:
     decel: float = 4.0
     min_gap_m: float = 6.0
     event_horizon_s: float = 1.0
+    ego: EgoBox = EgoBox()
+
+
+@dataclass(frozen=True)
+class HazardSources:
+    """What makes each row of a table dangerous under a :class:`HazardRule`: the road users and events that
+    captions and VLM targets describe, so that they say exactly what :func:`hazards` counts.
+
+    ``parents`` and ``fields`` are the table's :func:`agent_table`; ``gap_m`` is each agent's distance ahead
+    of the ego's front bumper to the near side of its footprint (0 where they overlap along x).
+    ``critical`` and ``vehicle`` hold, per row, the index into the agents of the nearest critical road user
+    in the corridor and of the nearest vehicle within braking distance in the lane, or -1;
+    ``event_row`` the row of the collision or off-road event within the horizon (this row or a later one of
+    its episode), or -1.
+    """
+
+    parents: np.ndarray
+    fields: dict[str, np.ndarray]
+    gap_m: np.ndarray
+    critical: np.ndarray
+    vehicle: np.ndarray
+    event_row: np.ndarray
+
+    def kinds(self) -> dict[str, np.ndarray]:
+        """Per row, one bool array per ``HAZARD_KINDS`` entry."""
+        critical, close, soon = self.critical >= 0, self.vehicle >= 0, self.event_row >= 0
+        return {"critical_agent": critical, "vehicle_close": close, "event_soon": soon, "any": critical | close | soon}
+
+
+def hazard_sources(table: pa.Table, rule: HazardRule = HazardRule()) -> HazardSources:
+    """The sources of every row's hazards. Needs ``HAZARD_COLUMNS``; rows may come in any order (events are
+    looked up along each episode)."""
+    parents, fields = agent_table(table.column("agents"))
+    speed = table.column("speed").to_numpy().astype(np.float64)
+    reach_x, _ = footprint_reach(fields["yaw"], fields["length"], fields["width"])
+    gap_m = np.maximum(fields["x"] - reach_x - rule.ego.length / 2, 0.0)
+    braking = np.maximum(rule.min_gap_m, speed * rule.reaction_s + speed**2 / (2 * rule.decel))
+    critical = _in_corridor(fields, rule.corridor.length, rule.corridor.half_width, rule.corridor.kinds)
+    close = _in_corridor(fields, braking[parents], rule.corridor.half_width, ("vehicle",))
+    n = table.num_rows
+    return HazardSources(
+        parents, fields, gap_m, nearest_per_row(parents, critical, gap_m, n), nearest_per_row(parents, close, gap_m, n), _event_rows(table, rule.event_horizon_s)
+    )
 
 
 def hazards(table: pa.Table, rule: HazardRule = HazardRule()) -> dict[str, np.ndarray]:
-    """Per row, one bool array per ``HAZARD_KINDS`` entry. Needs ``episode_id, step, t, speed, agents,
-    collision, off_road``; rows may come in any order (events are looked up along each episode)."""
-    parents, fields = agent_table(table.column("agents"))
-    speed = table.column("speed").to_numpy().astype(np.float64)
-    n = table.num_rows
-    critical = np.zeros(n, dtype=bool)
-    critical[parents[_in_corridor(fields, rule.corridor.length, rule.corridor.half_width, rule.corridor.kinds)]] = True
-    gap = np.maximum(rule.min_gap_m, speed * rule.reaction_s + speed**2 / (2 * rule.decel))
-    close = np.zeros(n, dtype=bool)
-    close[parents[_in_corridor(fields, gap[parents], rule.corridor.half_width, ("vehicle",))]] = True
-    soon = _event_within(table, rule.event_horizon_s)
-    return {"critical_agent": critical, "vehicle_close": close, "event_soon": soon, "any": critical | close | soon}
+    """Per row, one bool array per ``HAZARD_KINDS`` entry (see :class:`HazardRule`)."""
+    return hazard_sources(table, rule).kinds()
 
 
-def _event_within(table: pa.Table, horizon_s: float) -> np.ndarray:
-    """Rows whose episode has a collision or off-road event in ``(t, t + horizon_s]``, or at ``t`` itself."""
+def nearest_per_row(parents: np.ndarray, chosen: np.ndarray, distance: np.ndarray, rows: int) -> np.ndarray:
+    """Per row, the index (into the agent table) of its ``chosen`` agent with the least ``distance``, or -1;
+    ties go to the agent listed first."""
+    out = np.full(rows, -1, dtype=np.int64)
+    index = np.flatnonzero(chosen)
+    order = index[np.lexsort((index, distance[index], parents[index]))]
+    first = np.r_[True, parents[order][1:] != parents[order][:-1]] if len(order) else np.zeros(0, bool)
+    out[parents[order][first]] = order[first]
+    return out
+
+
+def _event_rows(table: pa.Table, horizon_s: float) -> np.ndarray:
+    """Per row, the row of its episode's collision or off-road event in ``[t, t + horizon_s]``, else -1."""
     order = EpisodeOrder.of(table.column("episode_id").to_numpy(zero_copy_only=False), table.column("step").to_numpy())
     t = table.column("t").to_numpy()[order.order]
     event = (table.column("collision").to_numpy(zero_copy_only=False) | table.column("off_road").to_numpy(zero_copy_only=False))[order.order]
     episode = order.episode_start
-    n = len(t)
-    out_sorted = np.zeros(n, dtype=bool)
-    positions = np.flatnonzero(event)
-    for p in positions:  # events end episodes, so there is at most one per episode: this loop is short
+    out_sorted = np.full(len(t), -1, dtype=np.int64)
+    for p in np.flatnonzero(event):  # events end episodes, so there is at most one per episode: this loop is short
         first = episode[p]
         lo = np.searchsorted(t[first : p + 1], t[p] - horizon_s, side="left") + first
-        out_sorted[lo : p + 1] = True
-    out = np.zeros(n, dtype=bool)
+        out_sorted[lo : p + 1] = order.order[p]
+    out = np.empty_like(out_sorted)
     out[order.order] = out_sorted
     return out
 

@@ -12,9 +12,12 @@ from data_schema.groundtruth import (
     Corridor,
     GateQuality,
     HazardRule,
+    agent_motion,
     agent_table,
     critical_in_corridor,
+    hazard_sources,
     hazards,
+    nearest_per_row,
     time_to_collision,
 )
 from data_schema.schema import AGENT_TYPE
@@ -189,3 +192,41 @@ def test_gate_quality_undefined_rates_are_none_and_lengths_must_match():
     assert quality.recall is None and quality.precision is None and quality.share_gated == 0.0
     with pytest.raises(ValueError, match="3 gate values but 2 truth values"):
         GateQuality.of([True, False, True], [True, False])
+
+
+# --- hazard sources and motion --------------------------------------------------------------------------------
+
+
+def test_agent_motion_reads_the_heading_in_the_ego_frame():
+    _, fields = agent_table(column([
+        agent("pedestrian", 8.0, 2.0, yaw=-math.pi / 2, speed=1.2),  # walking towards -y: from the left
+        agent("pedestrian", 8.0, -2.0, yaw=math.pi / 2 - 0.3, speed=1.2),  # towards +y: from the right
+        agent("cyclist", 8.0, 0.0, yaw=0.2, speed=4.0),
+        agent("vehicle", 20.0, 0.0, yaw=math.pi, speed=8.0),
+        agent("vehicle", 10.0, 0.0, yaw=math.pi / 2, speed=0.1),  # turned across the lane but standing
+    ]))  # fmt: skip
+    assert agent_motion(fields).tolist() == ["crossing_from_left", "crossing_from_right", "same_way", "oncoming", "standing"]
+
+
+def test_hazard_sources_name_the_nearest_agent_and_the_coming_event_behind_each_hazard():
+    scenes = [
+        [agent("pedestrian", 14.0, 0.5), agent("vehicle", 9.0, 0.0, length=4.5, width=1.8), agent("cyclist", 6.0, -1.0, length=1.8)],
+        [agent("pedestrian", 14.0, 4.0)],  # on the sidewalk: no hazard
+        [],
+        [],
+    ]
+    table = episode_table("e", 4, t=[0.0, 0.1, 0.5, 1.2], speed=8.0, agents=scenes, off_road=[False, False, False, True])
+    sources = hazard_sources(table)
+    # agents are numbered across rows: row 0 holds 0..2, row 1 holds 3
+    assert sources.critical.tolist() == [2, -1, -1, -1]  # the cyclist at 6 m is nearer than the pedestrian at 14 m
+    assert sources.vehicle.tolist() == [1, -1, -1, -1]
+    assert sources.event_row.tolist() == [-1, -1, 3, 3]  # within 1 s of the off-road row at t = 1.2: t >= 0.2
+    # gaps from the front bumper (2.25 m ahead of the centre) to each footprint's near side
+    np.testing.assert_allclose(sources.gap_m[:3], [14.0 - 0.25 - 2.25, 9.0 - 2.25 - 2.25, 6.0 - 0.9 - 2.25], atol=1e-5)
+    assert {k: v.tolist() for k, v in sources.kinds().items()} == {k: v.tolist() for k, v in hazards(table).items()}
+
+
+def test_nearest_per_row_breaks_ties_by_agent_order():
+    parents = np.array([0, 0, 0, 2, 2])
+    chosen = np.array([True, True, False, True, True])
+    assert nearest_per_row(parents, chosen, np.array([5.0, 5.0, 1.0, 3.0, 2.0]), 4).tolist() == [0, -1, 4, -1]
