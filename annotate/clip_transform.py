@@ -138,12 +138,22 @@ class ClipImageTransform:
         if not self.batched:
             return self._fallback(frames).to(device)
         if self.resize_on == "pil" or (self.resize_on == "auto" and device.type == "cpu"):
-            return self._normalise(torch.from_numpy(self._pil_resize(frames)).to(device).permute(0, 3, 1, 2))
+            return self.normalise_resized(self._pil_resize(frames), device)
         order = self.pass_order(frames.shape[1], frames.shape[2])
         if order is None:
             return self._fallback(frames).to(device)
         pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(device, non_blocking=True)
         return self._normalise(self._tensor_resize(pixels.permute(0, 3, 1, 2), order))
+
+    def resize(self, frames: np.ndarray) -> np.ndarray | None:
+        """``(N, h, w, 3)`` uint8: the frames resized and cropped to the model's input, for a caller that keeps
+        them (a fine-tuner reading every frame once per epoch) and normalises batches with ``normalise_resized``;
+        None where only the per-image fallback applies."""
+        return self._pil_resize(frames) if self.batched else None
+
+    def normalise_resized(self, resized: np.ndarray, device: torch.device) -> torch.Tensor:
+        """What ``__call__`` returns for the frames ``resize`` gave ``resized``."""
+        return self._normalise(torch.from_numpy(np.ascontiguousarray(resized)).to(device).permute(0, 3, 1, 2))
 
     def pass_order(self, height: int, width: int) -> str | None:
         """``hv`` or ``vh``: the tensor pass order that reproduces Pillow for this input size; None: fallback."""

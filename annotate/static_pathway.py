@@ -23,6 +23,9 @@ from annotate.model_weights import WeightsError, file_digest, host_reachable, re
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: open_clip architectures shipped with the pipeline (``annotate/clip_configs/*.json``), e.g. ``BEV-ViT-T-16``:
+#: a ViT sized for 128 px BEV rasters that fine-tunes from random weights in minutes on a CPU.
+SHIPPED_CONFIGS = Path(__file__).parent / "clip_configs"
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 _OFFLINE_ADVICE = (
     "on a machine without internet, download the weights elsewhere and pass the file with "
@@ -75,6 +78,7 @@ class StaticPathway:
     def __init__(self, config: ClipConfig) -> None:
         import open_clip
 
+        register_shipped_models()
         self.config = config
         self.device = resolve_device(config.device)
         self._autocast_dtype = _autocast_dtype(config.precision, self.device)
@@ -121,6 +125,16 @@ class StaticPathway:
         differ between them, so caches and label-set hashes are keyed on it."""
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self._autocast_dtype]
 
+    @property
+    def tokenizer(self):
+        """open_clip's tokenizer of the model (the fine-tuner tokenises captions with it)."""
+        return self._tokenizer
+
+    @property
+    def image_transform(self) -> ClipImageTransform:
+        """The batch preprocessing ``encode_images`` applies (the fine-tuner feeds its training frames through it)."""
+        return self._transform
+
     def encode_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """``(N, D)`` float32 unit-norm embeddings of HxWx3 uint8 RGB frames, in input order."""
         frames = [_check_frame(image, i) for i, image in enumerate(images)]
@@ -166,6 +180,18 @@ class StaticPathway:
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
 
+def register_shipped_models() -> None:
+    """Make the shipped architectures known to open_clip (idempotent)."""
+    import open_clip  # heavy: imported only where a model is built
+
+    if not set(_shipped_names()) <= set(open_clip.list_models()):
+        open_clip.add_model_config(SHIPPED_CONFIGS)
+
+
+def _shipped_names() -> list[str]:
+    return [path.stem for path in SHIPPED_CONFIGS.glob("*.json")]
+
+
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """None means plain fp32; ``auto`` is bf16 (or fp16 where unsupported) on CUDA and fp32 elsewhere."""
     if precision == "auto":
@@ -189,7 +215,7 @@ def _resolve_weights(config: ClipConfig) -> _Weights:
     if config.pretrained == "none":
         log.warning(
             "CLIP %s runs with RANDOM weights (pretrained='none', seed %d): similarity scores and rewards carry "
-            "no semantic meaning; use this only for tests and benchmarks",
+            "no semantic meaning; use them for tests and benchmarks, or as the start of `pipeline clip finetune`",
             config.model,
             config.seed,
         )

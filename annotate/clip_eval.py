@@ -1,0 +1,170 @@
+"""How well a CLIP static pathway tells dangerous BEV frames from clear ones, by the simulator's ground truth.
+
+For each pair of language goals, the static reward ``r_static = sim(bev, positive) - sim(bev, negative)``
+(alpha = beta = 1) of every evaluated frame is ranked against the hazards of ``data_schema.groundtruth``:
+AUROC per hazard kind (``data_schema.ranking``), the score's quantiles on safe and dangerous frames, and the
+theta range that maps a typical dangerous frame to semantic 0 and a typical safe one to 1. Text-to-image
+retrieval (is a frame's own caption closest to it among a group of frames) says whether the image and text
+towers agree beyond the hazard prompts.
+
+The prompt pairs include phrasings the caption templates never produce (``UNSEEN_PROMPTS``, built from the
+captions' words in new sentences) and phrasings with words the captions never use (``OUT_OF_VOCABULARY``), so
+that memorised templates are not mistaken for understanding; a text tower trained from random weights can
+know no word the captions did not teach it.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from annotate.captions import SPEED_SLOTS, caption_text
+from annotate.clip_data import ClipFrames
+from annotate.config import PromptsConfig
+from annotate.static_pathway import StaticPathway
+from data_schema.groundtruth import HAZARD_KINDS
+from data_schema.ranking import hazard_auroc
+
+__all__ = [
+    "BEV_PROMPTS",
+    "ClipEvaluation",
+    "DEFAULT_PROMPTS",
+    "OUT_OF_VOCABULARY",
+    "PromptPair",
+    "UNSEEN_PROMPTS",
+    "VLM_RL_PROMPTS",
+    "evaluate_clip",
+]
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    """A positive (safe) and a negative (dangerous) language goal of the static pathway, and where it comes from."""
+
+    name: str
+    positive: str
+    negative: str
+    group: str = "user"
+
+
+_DEFAULTS = PromptsConfig()
+#: The label set's defaults (VLM-RL's goals), which speak only of car collisions.
+VLM_RL_PROMPTS = PromptPair("vlm-rl", _DEFAULTS.positive, _DEFAULTS.negative, "label-set defaults")
+#: The goals ``pipeline demo`` annotates with: a clear lane against a road user crossing it, in the captions' words.
+BEV_PROMPTS = PromptPair("bev", "The road ahead is clear.", "A pedestrian is crossing the lane in front of the car.", "demo")
+#: New sentences over the captions' vocabulary: no caption template produces them (a test checks this).
+UNSEEN_PROMPTS = (
+    PromptPair("unseen-1", "The road in front of the car is empty.", "A pedestrian is on the road in front of the car.", "unseen phrasing"),
+    PromptPair("unseen-2", "Nothing is ahead of the car.", "The car is close to a pedestrian in its lane.", "unseen phrasing"),
+    PromptPair("unseen-3", "The car drives on a clear road.", "A cyclist is crossing the road just ahead.", "unseen phrasing"),
+)
+#: Words the captions never use: beyond what a text tower trained from random weights on them can know.
+OUT_OF_VOCABULARY = PromptPair(
+    "out-of-vocabulary", "There is no traffic, the street is free.", "Someone is walking right in front of us.", "out of vocabulary"
+)
+DEFAULT_PROMPTS = (VLM_RL_PROMPTS, BEV_PROMPTS, *UNSEEN_PROMPTS, OUT_OF_VOCABULARY)
+#: Frames per group in the retrieval test (the fine-tuner's default batch size).
+RETRIEVAL_GROUP = 64
+_QUANTILES = (0.05, 0.5, 0.95)
+
+
+@dataclass
+class ClipEvaluation:
+    """Scores and figures of one evaluation; ``summary`` is what the card and ``clip eval --out`` store."""
+
+    summary: dict
+    scores: dict[str, np.ndarray]
+    hazards: dict[str, np.ndarray]
+
+    def histogram_png(self) -> bytes:
+        """One panel per prompt pair: histograms of ``r_static`` on safe frames and on each hazard kind's frames."""
+        names = list(self.scores)
+        fig = Figure(figsize=(4.2 * min(len(names), 3), 3.0 * -(-len(names) // 3)), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(-(-len(names) // 3), min(len(names), 3), squeeze=False)).ravel()
+        classes = {"safe": ~self.hazards["any"], **{k: self.hazards[k] for k in HAZARD_KINDS if k != "any"}}
+        colours = {"safe": "#4c9a2a", "critical_agent": "#d62728", "vehicle_close": "#1f77b4", "event_soon": "#9467bd"}
+        for ax, name in zip(axes, names):
+            score = self.scores[name]
+            bins = np.linspace(score.min(), score.max(), 41) if score.max() > score.min() else 10
+            for label, mask in classes.items():
+                if mask.any():
+                    ax.hist(score[mask], bins=bins, density=True, histtype="step", linewidth=1.4, color=colours[label], label=f"{label} ({mask.sum()})")
+            auroc = self.summary["prompts"][name]["auroc"]["any"]
+            ax.set_title(f"{name}: AUROC any {auroc:.3f}" if auroc is not None else name, fontsize=9)
+            ax.set_xlabel("r_static = sim(positive) - sim(negative)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.legend(fontsize=7)
+        for ax in axes[len(names) :]:
+            ax.set_axis_off()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110)
+        return buffer.getvalue()
+
+
+def evaluate_clip(pathway: StaticPathway, data: ClipFrames, rows: np.ndarray, prompts: tuple[PromptPair, ...] = DEFAULT_PROMPTS, seed: int = 0) -> ClipEvaluation:
+    """Evaluate ``pathway`` on ``data``'s frames at ``rows`` (decoded by ``load_frames``)."""
+    if data.frames is None:
+        raise ValueError("evaluate_clip: the frames are not loaded (annotate.clip_data.load_frames)")
+    rows = np.asarray(rows)
+    images = pathway.encode_images(list(data.frames[rows]))
+    kinds = {kind: flags[rows] for kind, flags in data.hazards.items()}
+    texts = pathway.encode_texts([text for pair in prompts for text in (pair.positive, pair.negative)])
+    scores, per_pair = {}, {}
+    for i, pair in enumerate(prompts):
+        similarity = images @ texts[2 * i : 2 * i + 2].T
+        score = (similarity[:, 0] - similarity[:, 1]).astype(np.float64)
+        scores[pair.name] = score
+        per_pair[pair.name] = {
+            "positive": pair.positive, "negative": pair.negative, "group": pair.group,
+            "auroc": hazard_auroc(score, kinds), "r_static": _quantiles(score, kinds["any"]), "theta": _theta(score, kinds["any"]),
+        }  # fmt: skip
+    captions = [caption_text(data.captions[r], leave_out=SPEED_SLOTS) for r in rows]
+    summary = {
+        "frames": len(rows),
+        "hazard_frames": {kind: int(flags.sum()) for kind, flags in kinds.items()},
+        "prompts": per_pair,
+        "retrieval": _retrieval(images, pathway.encode_texts(captions), seed),
+    }
+    return ClipEvaluation(summary, scores, kinds)
+
+
+def _quantiles(score: np.ndarray, danger: np.ndarray) -> dict[str, dict[str, float] | None]:
+    out: dict[str, dict[str, float] | None] = {}
+    for label, mask in (("safe", ~danger), ("hazard", danger)):
+        out[label] = {f"p{round(q * 100)}": float(np.quantile(score[mask], q)) for q in _QUANTILES} if mask.any() else None
+    return out
+
+
+def _theta(score: np.ndarray, danger: np.ndarray) -> dict[str, float] | None:
+    """theta_min at the median dangerous frame, theta_max at the median safe one; None where they do not
+    rank that way (the prompts do not tell danger apart, so no theta range makes the semantic score mean it)."""
+    if not danger.any() or danger.all():
+        return None
+    low, high = float(np.median(score[danger])), float(np.median(score[~danger]))
+    return {"theta_min": low, "theta_max": high} if low < high else None
+
+
+def _retrieval(images: np.ndarray, captions: np.ndarray, seed: int) -> dict[str, float | int | None]:
+    """Text-to-image retrieval within seeded groups of ``RETRIEVAL_GROUP`` frames: how often a frame's own
+    caption ranks it first (top1) or among the first five (top5). Frames of the same scene carry the same
+    caption, so a perfect model does not reach 1; chance is 1/group."""
+    n = len(images)
+    if n < 2:
+        return {"group": RETRIEVAL_GROUP, "top1": None, "top5": None, "chance_top1": None}
+    order = np.random.default_rng(seed).permutation(n)
+    hits1 = hits5 = total = 0
+    sizes = []
+    for start in range(0, n, RETRIEVAL_GROUP):
+        group = order[start : start + RETRIEVAL_GROUP]
+        if len(group) < 2:
+            continue
+        similarity = captions[group] @ images[group].T  # row: a caption, columns: the group's frames
+        rank = (similarity > similarity[np.arange(len(group)), np.arange(len(group))][:, None]).sum(axis=1)
+        hits1 += int((rank == 0).sum())
+        hits5 += int((rank < 5).sum())
+        total += len(group)
+        sizes.append(len(group))
+    return {"group": RETRIEVAL_GROUP, "top1": hits1 / total, "top5": hits5 / total, "chance_top1": float(np.mean([1 / s for s in sizes]))}
