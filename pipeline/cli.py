@@ -15,6 +15,7 @@ COMMANDS = {
     "collect": "pipeline.commands.collect:collect",
     "info": "pipeline.commands.collect:info",
     "annotate": "pipeline.commands.annotate:annotate",
+    "clip": "pipeline.commands.clip:clip",
     "train": "pipeline.commands.train:train",
     "evaluate": "pipeline.commands.evaluate:evaluate",
     "export": "pipeline.commands.evaluate:export",
