@@ -23,10 +23,11 @@ _EXPORTS = {
     ),
     "pipeline.audit.show": ("plot_timeline", "show_frames"),
     "pipeline.audit.compare": ("LabelDiff", "compare"),
-    "pipeline.audit.report": ("build_report", "write_report"),
+    "pipeline.audit.report": ("build_report", "reward_validity", "write_report"),
     "pipeline.audit.sample": ("sample_frames", "truth_corridor"),
     "pipeline.audit.config": ("ReportConfig",),
     "data_schema.groundtruth": ("critical_in_corridor", "hazards"),
+    "data_schema.ranking": ("auroc", "hazard_auroc"),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -17,16 +17,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from data_schema.dataset import Dataset
-from data_schema.groundtruth import GateQuality
+from data_schema.groundtruth import HAZARD_KINDS, GateQuality
+from data_schema.ranking import hazard_auroc
 from data_schema.label_sets import LabelSetInfo
 from data_schema.query import SHARD_COLUMN, attach_images
 from data_schema.storage import atomic_write_bytes, filesystem
 from pipeline.audit.config import ReportConfig
 from pipeline.audit.html import page, paragraph, png_img, preformatted, section, table
-from pipeline.audit.sample import APPROACH_STEPS, EVENT_TYPES, Sample, sample_frames
+from pipeline.audit.sample import APPROACH_STEPS, EVENT_TYPES, HAZARD_PREFIX, Sample, sample_frames
 from pipeline.audit.show import figure_png, penalty_rows, plot_timeline, show_frames
 
-__all__ = ["build_report", "findings", "gate_summary", "vlm_validity", "write_report"]
+__all__ = ["build_report", "findings", "gate_summary", "reward_validity", "vlm_validity", "write_report"]
 
 HISTOGRAM_COLUMNS = (
     "sim_pos", "sim_neg", "r_static", "r_dynamic", "semantic", "desired_speed", "reward",
@@ -37,6 +38,10 @@ SATURATED_SHARE = 0.95
 MIN_VALID_SHARE = 0.9
 MIN_RECALL = 0.9
 MIN_PRECISION = 0.5
+#: Below this AUROC against ground-truth hazards, the semantic score hardly ranks danger at all.
+MIN_AUROC = 0.6
+#: The scores whose ranking of danger the report shows: what the reward sees, and the pathways before clipping.
+VALIDITY_SCORES = ("semantic", "r_static + r_dynamic")
 
 
 def build_report(dataset: Dataset | str, label_set: str, config: ReportConfig = ReportConfig(), progress: bool = True) -> tuple[str, dict[str, Any]]:
@@ -47,7 +52,8 @@ def build_report(dataset: Dataset | str, label_set: str, config: ReportConfig = 
     df = sample.frames
     gate = GateQuality.of(df["gate"].to_numpy(bool), df["critical"].to_numpy(bool))
     vlm = vlm_validity(df)
-    notes = findings(df, info, gate, vlm) if not df.empty else []
+    validity = reward_validity(df)
+    notes = findings(df, info, gate, vlm, validity) if not df.empty else []
     sections = [
         _provenance(ds, info, sample),
         section("Sample", paragraph(sample.describe(), "note")),
@@ -58,6 +64,7 @@ def build_report(dataset: Dataset | str, label_set: str, config: ReportConfig = 
         sections += [
             section("Findings", *([paragraph(n, "warn") for n in notes] or [paragraph("Nothing stands out.", "note")])),
             _scores(df),
+            _validity(df, validity, sample.truth),
             _gate(df, gate_summary(gate), sample.detection_classes, sample.truth),
             _vlm(df, vlm, info.vlm_enabled),
             _events(df),
@@ -69,7 +76,7 @@ def build_report(dataset: Dataset | str, label_set: str, config: ReportConfig = 
         sections.append(section("Unreadable shards", paragraph(f"{len(ds.bad_shards)} shard(s) could not be read and are left out (--skip-bad):", "warn"), preformatted(listing)))
     summary = {
         "frames": len(df), "labelled_frames": sample.labelled_frames, "shards_read": len(sample.shards_read), **gate_summary(gate),
-        **vlm, "findings": notes, "bad_shards": dict(ds.bad_shards),
+        **vlm, "auroc": validity["semantic"], "findings": notes, "bad_shards": dict(ds.bad_shards),
     }  # fmt: skip
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return page(f"Label audit: {label_set}", f"{ds.url} · generated {stamp}", sections), summary
@@ -83,9 +90,15 @@ def write_report(dataset: Dataset | str, label_set: str, out: str, config: Repor
     return summary
 
 
-def findings(df: pd.DataFrame, info: LabelSetInfo, gate: GateQuality, vlm: dict[str, Any]) -> list[str]:
+def findings(df: pd.DataFrame, info: LabelSetInfo, gate: GateQuality, vlm: dict[str, Any], validity: dict[str, dict[str, float | None]]) -> list[str]:
     """Plain-language warnings about labels that look wrong: what an auditor should look at first."""
     notes = []
+    any_auroc = validity["semantic"]["any"]
+    if any_auroc is not None and any_auroc < MIN_AUROC:
+        notes.append(
+            f"The semantic score hardly ranks danger: AUROC {any_auroc:.2f} against the ground-truth hazards (0.5 is chance). "
+            "The static pathway may not read these frames; see `pipeline clip finetune` and `pipeline clip eval`."
+        )
     semantic = df["semantic"].to_numpy(float)
     at_zero, at_one = float(np.mean(semantic <= 0.0)), float(np.mean(semantic >= 1.0))
     if max(at_zero, at_one) >= SATURATED_SHARE:
@@ -113,6 +126,14 @@ def gate_summary(gate: GateQuality) -> dict[str, Any]:
         "gated": gate.gated, "gate_share": gate.share_gated, "critical": gate.critical, "true_positives": gate.tp,
         "false_positives": gate.fp, "missed": gate.fn, "recall": gate.recall, "precision": gate.precision,
     }  # fmt: skip
+
+
+def reward_validity(df: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """Per score of ``VALIDITY_SCORES``, its AUROC against each ground-truth hazard kind (``data_schema.ranking``):
+    how well the score puts dangerous frames below safe ones. None where a kind has no frames."""
+    kinds = {kind: df[HAZARD_PREFIX + kind].to_numpy(bool) for kind in HAZARD_KINDS}
+    total = df["r_static"].to_numpy(float) + df["r_dynamic"].to_numpy(float)
+    return {"semantic": hazard_auroc(df["semantic"].to_numpy(float), kinds), "r_static + r_dynamic": hazard_auroc(total, kinds)}
 
 
 def vlm_validity(df: pd.DataFrame) -> dict[str, Any]:
@@ -180,6 +201,32 @@ def _scores(df: pd.DataFrame) -> str:
         ax.set_axis_off()
     stats = df[columns].astype(float).describe(percentiles=[0.05, 0.5, 0.95]).T
     return section("Scores", png_img(figure_png(fig), "distribution of each score over the sampled frames"), table(stats))
+
+
+def _validity(df: pd.DataFrame, validity: dict[str, dict[str, float | None]], truth_text: str) -> str:
+    explain = paragraph(
+        "How well the scores rank the simulator's ground truth: AUROC is the probability that a frame with the hazard scores "
+        "lower (more dangerous) than a frame with none, ties counting half; 1 ranks perfectly, 0.5 is chance. Hazards: "
+        f"critical_agent is {truth_text}; vehicle_close a vehicle in the lane within braking distance; event_soon a collision "
+        "or leaving the road within the next second; any is their union. The semantic score is clipped to the theta range, "
+        "so its ties lower its AUROC below that of the unclipped sum."
+    )
+    counts = {kind: int(df[HAZARD_PREFIX + kind].sum()) for kind in HAZARD_KINDS}
+    rows = [(score, *(validity[score][k] for k in HAZARD_KINDS)) for score in VALIDITY_SCORES]
+    rows.append(("frames with the hazard", *(counts[k] for k in HAZARD_KINDS)))
+    figures = pd.DataFrame(rows, columns=["AUROC", *HAZARD_KINDS])
+    fig = Figure(figsize=(9, 3.0), layout="constrained")
+    ax = fig.subplots()
+    semantic = df["semantic"].to_numpy(float)
+    safe = ~df[HAZARD_PREFIX + "any"].to_numpy(bool)
+    bins = np.linspace(0.0, 1.0, 26)
+    for label, mask in (("no hazard", safe), *((k, df[HAZARD_PREFIX + k].to_numpy(bool)) for k in HAZARD_KINDS if k != "any")):
+        if mask.any():
+            ax.hist(semantic[mask], bins=bins, density=True, histtype="step", linewidth=1.4, label=f"{label} ({mask.sum()})")
+    ax.set_xlabel("semantic score (0 = dangerous, 1 = safe)")
+    ax.legend(fontsize=8)
+    ax.tick_params(labelsize=8)
+    return section("Reward validity", explain, table(figures, index=False), png_img(figure_png(fig), "semantic score by ground-truth hazard class"))
 
 
 def _gate(df: pd.DataFrame, quality: dict[str, Any], classes: dict[str, int], truth_text: str) -> str:

@@ -1,8 +1,9 @@
 """The frames an audit report is computed from: a bounded, seeded sample of whole episodes.
 
 Labelled shards are read in a seeded random order, whole episodes at a time, until ``max_frames`` frames are
-held; each shard is reduced on reading to compact scalar columns, its agents to one ground-truth flag
-(``critical``: the label set's own gate corridor, ``data_schema.groundtruth``). The sample says what it read.
+held; each shard is reduced on reading to compact scalar columns, its agents to ground-truth flags
+(``data_schema.groundtruth`` with the label set's own gate corridor): ``critical`` for the gate, and one
+``hazard_<kind>`` column per hazard kind for the reward's validity. The sample says what it read.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from data_schema.dataset import Dataset
-from data_schema.groundtruth import Corridor, critical_in_corridor
+from data_schema.groundtruth import HAZARD_COLUMNS, HAZARD_KINDS, Corridor, HazardRule, hazards
 from data_schema.label_sets import LabelSetInfo
 from data_schema.query import PROGRESS_MIN_SHARDS, SHARD_COLUMN, iter_frames, labelled_shards
 from data_schema.schema import KEY_COLUMNS
 from pipeline.audit.config import ReportConfig
 
-__all__ = ["SAMPLE_COLUMNS", "Sample", "approaching", "describe_corridor", "event_types", "sample_frames", "truth_corridor"]
+__all__ = ["HAZARD_PREFIX", "SAMPLE_COLUMNS", "Sample", "approaching", "describe_corridor", "event_types", "sample_frames", "truth_corridor"]
 
 #: Raw and label columns the report reads for every sampled frame (no images, no VLM JSON; agents are
 #: read as Arrow and reduced to the ground-truth flag ``critical`` at once).
@@ -32,6 +33,8 @@ SAMPLE_COLUMNS = (
     "semantic", "desired_speed", "f_speed", "f_center", "f_angle", "f_stability", "penalty", "reward",
 )  # fmt: skip
 EVENT_TYPES = ("collision", "off-road", "stuck", "normal")
+#: Sampled frames carry ``hazard_<kind>`` for every ``HAZARD_KINDS`` entry.
+HAZARD_PREFIX = "hazard_"
 #: Steps before a terminal event whose rewards show how the labels saw it coming.
 APPROACH_STEPS = 10
 
@@ -85,20 +88,23 @@ def sample_frames(dataset: Dataset, label_set: str, config: ReportConfig = Repor
         df = _take_episodes(df, config.max_frames - held, rng, first=not kept)
         if df.empty:
             break  # no whole episode fits what is left of the budget: more shards would not change that
-        found = dict(dataset.readable([shard], lambda s: dataset.read_shard(s, [*KEY_COLUMNS, "agents"])))
+        found = dict(dataset.readable([shard], lambda s: dataset.read_shard(s, list(HAZARD_COLUMNS))))
         if shard not in found:
-            continue  # unreadable agents (skip_bad): the shard is listed in dataset.bad_shards
+            continue  # unreadable ground truth (skip_bad): the shard is listed in dataset.bad_shards
         read.append(shard)
-        agents = found[shard]
-        critical = pd.DataFrame({k: agents.column(k).to_numpy() for k in KEY_COLUMNS})
-        critical["critical"] = critical_in_corridor(agents.column("agents"), truth)
-        df = df.merge(critical, on=list(KEY_COLUMNS), how="left", validate="one_to_one")
+        raw = found[shard]
+        truth_frame = pd.DataFrame({k: raw.column(k).to_numpy() for k in KEY_COLUMNS})
+        for kind, flags in hazards(raw, HazardRule(corridor=truth)).items():
+            truth_frame[HAZARD_PREFIX + kind] = flags
+        truth_frame["critical"] = truth_frame[HAZARD_PREFIX + "critical_agent"]
+        df = df.merge(truth_frame, on=list(KEY_COLUMNS), how="left", validate="one_to_one")
         classes.update(det["cls"] for dets in df["detections"] for det in dets)
         kept.append(df)
         held += len(df)
         bar.update(len(df))
     bar.close()
-    frames = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=[*SAMPLE_COLUMNS, SHARD_COLUMN, "critical"])
+    empty = [*SAMPLE_COLUMNS, SHARD_COLUMN, "critical", *(HAZARD_PREFIX + k for k in HAZARD_KINDS)]
+    frames = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=empty)
     frames["event"] = event_types(frames)
     frames["approach"] = approaching(frames, APPROACH_STEPS)
     return Sample(

@@ -56,7 +56,9 @@ def audit(
         f"wrote {out}\n"
         f"frames {summary['frames']:,} of {summary['labelled_frames']:,} labelled ({summary['shards_read']} shard(s) read)\n"
         f"gate share {_rate(summary['gate_share'])}, recall {_rate(summary['recall'])}, precision {_rate(summary['precision'])}\n"
-        f"VLM answers valid {summary['vlm_valid']}, invalid {summary['vlm_invalid']}, missing {summary['vlm_missing']}"
+        f"VLM answers valid {summary['vlm_valid']}, invalid {summary['vlm_invalid']}, missing {summary['vlm_missing']}\n"
+        "reward validity, AUROC of the semantic score against ground-truth hazards: "
+        + ", ".join(f"{kind} {_rate(value)}" for kind, value in summary["auroc"].items())
     )
     for note in summary["findings"]:
         click.echo(f"finding: {note}")

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from audit_chromium import chromium_path, load_page
-from conftest import HASH_V1, INVALID_TEXT, STEPS
+from conftest import ENDINGS, HASH_V1, INVALID_TEXT, STEPS, in_corridor, pedestrian_at
 from PIL import Image
 
 from data_schema import Dataset
 from pipeline.audit.config import ReportConfig
 from pipeline.audit.show import penalty_rows
 from data_schema.groundtruth import GateQuality
-from pipeline.audit.report import build_report, findings, vlm_validity, write_report
+from pipeline.audit.report import build_report, findings, reward_validity, vlm_validity, write_report
 from pipeline.audit.sample import sample_frames
 
 ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "audit_report.png"
@@ -53,6 +53,37 @@ def test_report_figures_match_the_planted_labels(report: tuple[str, dict]) -> No
     assert HASH_V1 in text and "0.1.0+gtest" in text and "All 240 labelled frames" in text
     assert "20 m ahead and 2 m either side" in text  # the corridor of the label set's gate settings
     assert ">collision</th>" in text and ">off-road</th>" in text and ">stuck</th>" in text
+
+
+def test_reward_validity_is_the_auroc_of_the_semantic_score_against_the_planted_hazards(audit_dataset: Dataset, report: tuple[str, dict]) -> None:
+    labels = audit_dataset.join("clg-v1", columns=["t"], label_columns=["semantic", "r_static", "r_dynamic"])
+    # the fixture's own truth: a pedestrian in the corridor, or a collision / off-road ending within the next second
+    episode = labels["episode_id"].map(lambda e: int(e[2:])).to_numpy()
+    step = labels["step"].to_numpy()
+    critical = np.array([(p := pedestrian_at(i, s)) is not None and in_corridor(*p) for i, s in zip(episode, step)])
+    last_t = (STEPS - 1) * 0.1
+    ends_badly = np.array([ENDINGS[i % len(ENDINGS)] in ("collision", "off_road") for i in episode])
+    soon = ends_badly & (labels["t"].to_numpy() >= last_t - 1.0)
+    danger = critical | soon
+    assert critical.sum() == 21 and soon.sum() == 22
+
+    def pair_count(safety: np.ndarray, positive: np.ndarray) -> float:
+        a, b = safety[positive][:, None], safety[~positive][None, :]
+        return float(np.mean((a < b) + 0.5 * (a == b)))
+
+    semantic = labels["semantic"].to_numpy(float)
+    total = (labels["r_static"] + labels["r_dynamic"]).to_numpy(float)
+    text, summary = report
+    assert summary["auroc"]["any"] == pytest.approx(pair_count(semantic, danger))
+    assert summary["auroc"]["critical_agent"] == pytest.approx(pair_count(semantic[critical | ~danger], critical[critical | ~danger]))
+    assert summary["auroc"]["vehicle_close"] is None  # the fixture's car is in the other lane
+    assert 0.5 < summary["auroc"]["any"] < summary["auroc"]["critical_agent"] < 1.0
+    assert reward_validity(report_frames(audit_dataset))["r_static + r_dynamic"]["any"] == pytest.approx(pair_count(total, danger))
+    assert "<h2>Reward validity</h2>" in text
+
+
+def report_frames(ds: Dataset):
+    return sample_frames(ds, "clg-v1", ReportConfig(), progress=False).frames
 
 
 def test_only_event_penalties_count_as_penalty_rows(audit_dataset: Dataset) -> None:
@@ -117,11 +148,12 @@ def test_findings_flag_saturated_scores_a_disabled_vlm_and_a_weak_gate(audit_dat
     def gate(frames):
         return GateQuality.of(frames["gate"].to_numpy(bool), frames["critical"].to_numpy(bool))
 
-    assert findings(df, info, gate(df), vlm_validity(df)) == []  # the planted dataset is healthy
+    assert findings(df, info, gate(df), vlm_validity(df), reward_validity(df)) == []  # the planted dataset is healthy
     broken = df.assign(semantic=0.0, gate=False)
     off = dataclasses.replace(info, spec={**info.spec, "vlm": {"enabled": False}})
-    notes = findings(broken, off, gate(broken), vlm_validity(broken))
-    assert len(notes) == 3
-    assert notes[0].startswith("The semantic score is saturated: 100% of frames at 0")
-    assert "VLM pathway is off" in notes[1]
-    assert notes[2].startswith("The gate missed 21 of 21 frames")
+    notes = findings(broken, off, gate(broken), vlm_validity(broken), reward_validity(broken))
+    assert len(notes) == 4
+    assert notes[0].startswith("The semantic score hardly ranks danger: AUROC 0.50")  # constant: every pair ties
+    assert notes[1].startswith("The semantic score is saturated: 100% of frames at 0")
+    assert "VLM pathway is off" in notes[2]
+    assert notes[3].startswith("The gate missed 21 of 21 frames")
