@@ -43,8 +43,8 @@ from data_schema.storage import atomic_path, atomic_write_text
 
 __all__ = ["CARD_FILE", "CHECKPOINT_FILE", "DEFAULT_MODEL", "FinetuneConfig", "finetune", "read_card"]
 
-#: The shipped architecture for 128 px BEV frames (``annotate/clip_configs``).
-DEFAULT_MODEL = "BEV-ViT-T-16"
+#: The shipped architecture for BEV frames, downsampled to 64 px (``annotate/clip_configs``).
+DEFAULT_MODEL = "BEV-ViT-T-8-64"
 CHECKPOINT_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 STATE_FILE = "train_state.pt"
@@ -60,7 +60,7 @@ EXECUTION_SETTINGS = ("device", "threads")
 class FinetuneConfig:
     """Settings of ``pipeline clip finetune``.
 
-    * ``model``: open_clip architecture (``open_clip.list_models()`` or a shipped one, ``BEV-ViT-T-16``);
+    * ``model``: open_clip architecture (``open_clip.list_models()`` or a shipped one, ``BEV-ViT-T-8-64``);
     * ``init``: initial weights: a pretrained tag of ``model`` (downloaded on first use), a checkpoint file,
       or ``none`` (random weights from ``seed``: what exists without internet);
     * ``epochs``, ``batch_size`` (pairs per contrastive batch), ``lr`` (peak AdamW learning rate, reached after

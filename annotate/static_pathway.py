@@ -23,8 +23,10 @@ from annotate.model_weights import WeightsError, file_digest, host_reachable, re
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-#: open_clip architectures shipped with the pipeline (``annotate/clip_configs/*.json``), e.g. ``BEV-ViT-T-16``:
-#: a ViT sized for 128 px BEV rasters that fine-tunes from random weights in minutes on a CPU.
+#: open_clip architectures shipped with the pipeline (``annotate/clip_configs/*.json``). ``BEV-ViT-T-8-64``: a
+#: two-layer ViT on the BEV downsampled to 64 px in 8 px patches (each patch 8 m square, as a 16 px patch of
+#: the 128 px frame, but with a quarter of the pixel positions to learn a road user at), so it fine-tunes
+#: from random weights in minutes on a CPU.
 SHIPPED_CONFIGS = Path(__file__).parent / "clip_configs"
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 _OFFLINE_ADVICE = (

@@ -26,11 +26,11 @@ def clip() -> None:
     """Fine-tune CLIP on a dataset's BEV frames with captions from the simulator's ground truth, and measure it.
 
     \b
-    Offline (random initial weights, the shipped 128 px BEV architecture):
+    Offline (random initial weights, the shipped BEV architecture):
       pipeline clip finetune data/town --out models/bev-clip
       pipeline clip eval data/town --clip-checkpoint models/bev-clip/model.safetensors
       pipeline annotate data/town --label-set bev --clip-checkpoint models/bev-clip/model.safetensors \\
-          --set clip.model=BEV-ViT-T-16
+          --set clip.model=BEV-ViT-T-8-64
     With internet and a GPU, start from a pretrained tag instead:
       pipeline clip finetune data/carla --out models/carla-clip --model ViT-B-32 --init laion2b_s34b_b79k --device cuda
     """
@@ -42,8 +42,8 @@ def clip() -> None:
               help="Directory for model.safetensors (for --clip-checkpoint) and card.json; an interrupted run there "
                    "resumes after its last complete epoch when rerun with the same settings.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
-              help="open_clip architecture (open_clip.list_models()); BEV-ViT-T-16 is a small ViT shipped for 128 px BEV "
-                   "frames that trains in minutes on a CPU.")
+              help="open_clip architecture (open_clip.list_models()); BEV-ViT-T-8-64 is a small ViT shipped for BEV frames "
+                   "(downsampled to 64 px) that trains in minutes on a CPU.")
 @click.option("--init", default=_DEFAULTS.init, show_default=True,
               help="Initial weights: a pretrained tag of --model (downloaded on first use), a checkpoint file, or "
                    "'none' for random weights (all there is without internet).")

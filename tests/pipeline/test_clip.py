@@ -47,7 +47,7 @@ def test_finetune_lowers_the_heldout_contrastive_loss(tuned):
     losses = card["training"]["heldout_loss"]
     assert len(losses) == TINY.epochs + 1  # before training, then after each epoch
     assert losses[-1] < losses[0] - 0.02, losses
-    assert card["model"] == "BEV-ViT-T-16" and card["init"] == {"pretrained": "none", "weights_id": "random-seed0"}
+    assert card["model"] == "BEV-ViT-T-8-64" and card["init"] == {"pretrained": "none", "weights_id": "random-seed0"}
     assert card["settings"]["epochs"] == 2 and card["dataset"]["heldout_episodes"] >= 2
     assert card["captions"]["template_hash"].startswith("sha256-")
     assert set(card["heldout"]["prompts"]["vlm-rl"]["auroc"]) == {"critical_agent", "vehicle_close", "event_soon", "any"}
