@@ -3,9 +3,9 @@
 For each pair of language goals, the static reward ``r_static = sim(bev, positive) - sim(bev, negative)``
 (alpha = beta = 1) of every evaluated frame is ranked against the hazards of ``data_schema.groundtruth``:
 AUROC per hazard kind (``data_schema.ranking``), the score's quantiles on safe and dangerous frames, and the
-theta range that maps a typical dangerous frame to semantic 0 and a typical safe one to 1. Text-to-image
-retrieval (is a frame's own caption closest to it among a group of frames) says whether the image and text
-towers agree beyond the hazard prompts.
+theta range that maps most dangerous frames to semantic 0 and most safe ones to 1. Text-to-image
+retrieval (does a frame's lead sentence, its hazard or a clear road, rank first a frame it describes) says
+whether the image and text towers agree beyond the hazard prompts.
 
 The prompt pairs include phrasings the caption templates never produce (``UNSEEN_PROMPTS``, built from the
 captions' words in new sentences) and phrasings with words the captions never use (``OUT_OF_VOCABULARY``), so
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from annotate.captions import SPEED_SLOTS, caption_text
 from annotate.clip_data import ClipFrames
 from annotate.config import PromptsConfig
 from annotate.static_pathway import StaticPathway
@@ -121,12 +120,12 @@ def evaluate_clip(pathway: StaticPathway, data: ClipFrames, rows: np.ndarray, pr
             "positive": pair.positive, "negative": pair.negative, "group": pair.group,
             "auroc": hazard_auroc(score, kinds), "r_static": _quantiles(score, kinds["any"]), "theta": _theta(score, kinds["any"]),
         }  # fmt: skip
-    captions = [caption_text(data.captions[r], leave_out=SPEED_SLOTS) for r in rows]
+    leads = [data.captions[r][0].text for r in rows]
     summary = {
         "frames": len(rows),
         "hazard_frames": {kind: int(flags.sum()) for kind, flags in kinds.items()},
         "prompts": per_pair,
-        "retrieval": _retrieval(images, pathway.encode_texts(captions), seed),
+        "retrieval": _retrieval(images, leads, pathway, seed),
     }
     return ClipEvaluation(summary, scores, kinds)
 
@@ -139,32 +138,39 @@ def _quantiles(score: np.ndarray, danger: np.ndarray) -> dict[str, dict[str, flo
 
 
 def _theta(score: np.ndarray, danger: np.ndarray) -> dict[str, float] | None:
-    """theta_min at the median dangerous frame, theta_max at the median safe one; None where they do not
-    rank that way (the prompts do not tell danger apart, so no theta range makes the semantic score mean it)."""
+    """The theta range that makes the semantic score span [0, 1] on these frames: theta_min at the upper
+    quartile of the dangerous frames' score, theta_max at the lower quartile of the safe ones' (three in four
+    dangerous frames then ask for standstill, three in four safe ones for the target speed); the medians where
+    the quartiles cross; None where even the medians do not rank danger below safety (no theta range makes
+    the semantic score mean it)."""
     if not danger.any() or danger.all():
         return None
-    low, high = float(np.median(score[danger])), float(np.median(score[~danger]))
-    return {"theta_min": low, "theta_max": high} if low < high else None
+    for low_q, high_q in ((0.75, 0.25), (0.5, 0.5)):
+        low, high = float(np.quantile(score[danger], low_q)), float(np.quantile(score[~danger], high_q))
+        if low < high:
+            return {"theta_min": low, "theta_max": high}
+    return None
 
 
-def _retrieval(images: np.ndarray, captions: np.ndarray, seed: int) -> dict[str, float | int | None]:
-    """Text-to-image retrieval within seeded groups of ``RETRIEVAL_GROUP`` frames: how often a frame's own
-    caption ranks it first (top1) or among the first five (top5). Frames of the same scene carry the same
-    caption, so a perfect model does not reach 1; chance is 1/group."""
+def _retrieval(images: np.ndarray, leads: list[str], pathway: StaticPathway, seed: int) -> dict[str, float | int | None]:
+    """Text-to-image retrieval within seeded groups of ``RETRIEVAL_GROUP`` frames, by each frame's lead sentence
+    (its hazard, or that the road is clear): how often the frame ranked first (top1), or one of the first five
+    (top5), is one that sentence describes. Chance is the share of a group's frames that share the sentence."""
     n = len(images)
     if n < 2:
         return {"group": RETRIEVAL_GROUP, "top1": None, "top5": None, "chance_top1": None}
+    sentence_ids = np.unique(np.asarray(leads, dtype=object), return_inverse=True)[1].reshape(-1)
+    texts = pathway.encode_texts(sorted(set(leads)))[sentence_ids]
     order = np.random.default_rng(seed).permutation(n)
-    hits1 = hits5 = total = 0
-    sizes = []
+    hits1 = hits5 = chance = total = 0.0
     for start in range(0, n, RETRIEVAL_GROUP):
         group = order[start : start + RETRIEVAL_GROUP]
         if len(group) < 2:
             continue
-        similarity = captions[group] @ images[group].T  # row: a caption, columns: the group's frames
-        rank = (similarity > similarity[np.arange(len(group)), np.arange(len(group))][:, None]).sum(axis=1)
-        hits1 += int((rank == 0).sum())
-        hits5 += int((rank < 5).sum())
+        ranked = np.argsort(-(texts[group] @ images[group].T), axis=1, kind="stable")  # per caption, frames best first
+        same = sentence_ids[group][ranked] == sentence_ids[group][:, None]
+        hits1 += same[:, 0].sum()
+        hits5 += same[:, :5].any(axis=1).sum()
+        chance += (sentence_ids[group][:, None] == sentence_ids[group][None, :]).mean(axis=1).sum()
         total += len(group)
-        sizes.append(len(group))
-    return {"group": RETRIEVAL_GROUP, "top1": hits1 / total, "top5": hits5 / total, "chance_top1": float(np.mean([1 / s for s in sizes]))}
+    return {"group": RETRIEVAL_GROUP, "top1": hits1 / total, "top5": hits5 / total, "chance_top1": chance / total}

@@ -1,0 +1,68 @@
+"""evaluate_clip on planted embeddings: the theta range and text-to-image retrieval say what the scores hold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from annotate.captions import Sentence
+from annotate.clip_data import ClipFrames
+from annotate.clip_eval import PromptPair, evaluate_clip
+
+CLEAR, CROSSING = "The road ahead is clear.", "A pedestrian is crossing the lane in front of the car."
+PAIR = PromptPair("planted", CLEAR, CROSSING)
+
+
+class PlantedPathway:
+    """A static pathway whose frames are row numbers and whose embeddings are planted: clear frames near one
+    axis, dangerous ones near the other, the two prompts on those axes."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+        self.texts = {CLEAR: np.array([1.0, 0.0]), CROSSING: np.array([0.0, 1.0])}
+
+    def encode_images(self, frames: list) -> np.ndarray:
+        return self.images[np.asarray(frames, dtype=int)]
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return np.stack([self.texts[t] for t in texts])
+
+
+def frames(danger: np.ndarray) -> ClipFrames:
+    captions = [[Sentence("agent_crossing" if d else "clear", CROSSING if d else CLEAR)] for d in danger]
+    n = len(danger)
+    return ClipFrames("planted", [], np.array(["e"] * n), np.arange(n), captions, {"any": danger}, np.ones(n, bool), np.arange(n))
+
+
+def planted(separation: float, n: int = 256, seed: int = 0) -> tuple[PlantedPathway, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    danger = rng.random(n) < 0.25
+    axis = np.where(danger[:, None], [0.0, 1.0], [1.0, 0.0])
+    images = separation * axis + rng.normal(0, 0.3, (n, 2))
+    return PlantedPathway(images), danger
+
+
+def test_theta_spans_the_quartiles_of_each_class_and_retrieval_finds_the_frames_a_sentence_describes():
+    pathway, danger = planted(separation=3.0)
+    result = evaluate_clip(pathway, frames(danger), np.arange(len(danger)), (PAIR,))
+    score = result.scores["planted"]
+    summary = result.summary["prompts"]["planted"]
+    assert summary["auroc"]["any"] == 1.0
+    assert summary["theta"] == {"theta_min": pytest.approx(np.quantile(score[danger], 0.75)), "theta_max": pytest.approx(np.quantile(score[~danger], 0.25))}
+    retrieval = result.summary["retrieval"]
+    assert retrieval["top1"] == 1.0 and retrieval["top5"] == 1.0
+    share = danger.mean()
+    assert retrieval["chance_top1"] == pytest.approx(share**2 + (1 - share) ** 2, abs=0.05)  # a sentence's share of its group
+
+
+def test_theta_falls_back_to_the_medians_and_is_none_where_danger_does_not_rank_lower():
+    pathway, danger = planted(separation=0.25, seed=1)
+    result = evaluate_clip(pathway, frames(danger), np.arange(len(danger)), (PAIR,))
+    score = result.scores["planted"]
+    assert np.quantile(score[danger], 0.75) > np.quantile(score[~danger], 0.25)  # the quartiles cross
+    assert result.summary["prompts"]["planted"]["theta"] == {"theta_min": pytest.approx(np.median(score[danger])), "theta_max": pytest.approx(np.median(score[~danger]))}
+
+    swapped = evaluate_clip(pathway, frames(danger), np.arange(len(danger)), (PromptPair("swapped", CROSSING, CLEAR),))
+    assert swapped.summary["prompts"]["swapped"]["theta"] is None
+    assert swapped.summary["prompts"]["swapped"]["auroc"]["any"] < 0.5
+
