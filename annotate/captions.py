@@ -3,8 +3,9 @@
 Each raw row gets a few sentences saying what the row holds: the hazards of
 ``data_schema.groundtruth.hazards`` first (a collision or leaving the road, now or within the rule's horizon;
 the nearest pedestrian, cyclist or motorcycle in the corridor and how it moves; the nearest vehicle within
-braking distance), or that the road ahead is clear; then one road user nearby that is no hazard; then the
-ego's own state (speed, drifting in its lane, a red light it ran). Captions are derived on the fly and never
+braking distance) and that the car must slow down, or that the road ahead is clear and the car may drive on;
+then one road user nearby that is no hazard; then the ego's own state (speed, drifting in its lane, a red
+light it ran). Captions are derived on the fly and never
 stored as raw columns.
 
 Raw rows hold no traffic-light state, only the ``red_light`` event (the ego crossed a stop line on red), so
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -27,7 +28,7 @@ import pyarrow as pa
 
 from data_schema.groundtruth import CRITICAL_KINDS, HAZARD_COLUMNS, HazardRule, HazardSources, agent_motion, hazard_sources, nearest_per_row
 
-__all__ = ["CAPTION_COLUMNS", "SPEED_SLOTS", "Sentence", "TEMPLATES", "TEMPLATE_VERSION", "caption_text", "captions", "template_hash"]
+__all__ = ["CAPTION_COLUMNS", "CONTEXT_SLOTS", "Sentence", "TEMPLATES", "TEMPLATE_VERSION", "captions", "template_hash"]
 
 TEMPLATE_VERSION = 1
 #: Raw step columns the captions read.
@@ -75,6 +76,9 @@ TEMPLATES: Mapping[str, tuple[str, ...]] = {
         "The lane in front of the car is free.",
         "No road user is ahead of the car.",
     ),
+    # what the hazards above imply for the ego, or their absence
+    "slow_down": ("The car must slow down.", "The car has to brake.", "Danger: the car must be ready to stop."),
+    "drive_on": ("The car can keep its speed.", "The car may drive on.", "It is safe to drive on."),
     # context that is no hazard
     "beside": ("{A_kind} is beside the road on the {side}.", "{A_kind} is at the {side} side of the road.", "{A_kind} is on the sidewalk to the {side}."),
     "vehicle_ahead": ("A car drives {gap} m ahead.", "Another car is far ahead in the lane.", "A car is in the lane well ahead."),
@@ -85,9 +89,11 @@ TEMPLATES: Mapping[str, tuple[str, ...]] = {
     "red_light": ("The car has run a red light.", "The car drove through a red light."),
 }
 
-#: Slots about the ego's speed, which a single BEV frame does not show (a fine-tuner may leave them out).
-SPEED_SLOTS = ("standing_still", "driving")
+#: Slots a fine-tune leaves out of its training text by default: the ego's speed, which one BEV frame does not
+#: show, and road users that are no hazard, which dilute what a few minutes of training learn about danger.
+CONTEXT_SLOTS = ("standing_still", "driving", "beside", "vehicle_ahead")
 
+_OTHER_SIDE = {"left": "right", "right": "left"}
 #: Words for agent kinds (``collision_with`` may hold a kind the schema does not list).
 KIND_WORDS = {"vehicle": "car", "pedestrian": "pedestrian", "cyclist": "cyclist", "motorcycle": "motorcycle", "static": "obstacle"}
 #: A road user that is no hazard is mentioned within this box around the ego (metres ahead / behind / aside).
@@ -112,16 +118,12 @@ def template_hash(rule: HazardRule = HazardRule()) -> str:
 
 
 class Sentence(NamedTuple):
-    """One sentence of a caption and the template slot it was made from."""
+    """One sentence of a caption, the template slot it was made from, and the same sentence for the scene
+    mirrored left to right (sides swapped; the text itself where it names no side)."""
 
     slot: str
     text: str
-
-
-def caption_text(sentences: Iterable[Sentence], leave_out: Iterable[str] = ()) -> str:
-    """The caption as one text, without the sentences of the slots in ``leave_out``."""
-    skipped = set(leave_out)
-    return " ".join(s.text for s in sentences if s.slot not in skipped)
+    mirrored: str
 
 
 def captions(table: pa.Table, rule: HazardRule = HazardRule()) -> list[list[Sentence]]:
@@ -146,8 +148,10 @@ def captions(table: pa.Table, rule: HazardRule = HazardRule()) -> list[list[Sent
         if sources.vehicle[row] >= 0:
             agent = sources.vehicle[row]
             sentences.append(say(f"vehicle_{_motion_slot(motion[agent])}", **_agent_fields(sources, motion, agent)))
-        if not sentences:
-            sentences.append(say("clear"))
+        if sentences:
+            sentences.append(say("slow_down"))
+        else:
+            sentences += [say("clear"), say("drive_on")]
         if nearby[row] >= 0:
             sentences.append(say("beside", **_agent_fields(sources, motion, nearby[row])))
         elif vehicle_ahead[row] >= 0 and sources.vehicle[row] < 0:
@@ -173,7 +177,9 @@ class _Phrasing:
     def __call__(self, slot: str, **fields: object) -> Sentence:
         variants = TEMPLATES[slot]
         digest = hashlib.blake2b((self.key + slot).encode(), digest_size=8).digest()
-        return Sentence(slot, variants[int.from_bytes(digest, "little") % len(variants)].format(**fields))
+        template = variants[int.from_bytes(digest, "little") % len(variants)]
+        mirror = {**fields, "side": _OTHER_SIDE[fields["side"]]} if "side" in fields else fields
+        return Sentence(slot, template.format(**fields), template.format(**mirror))
 
 
 def _events(say: _Phrasing, row: int, sources: HazardSources, columns: dict[str, list]) -> list[Sentence]:

@@ -18,15 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import torch
 from tqdm import tqdm
 
-from annotate.captions import CAPTION_COLUMNS, captions
+from annotate.captions import CAPTION_COLUMNS, Sentence, captions
 from data_schema.dataset import Dataset
 from data_schema.errors import DatasetError
 from data_schema.groundtruth import HAZARD_KINDS, HazardRule, hazards
 from data_schema.images import decode_image
 
-__all__ = ["ClipFrames", "EpisodeSplit", "load_frames", "scan"]
+__all__ = ["ClipFrames", "EpisodeSplit", "SentencePool", "load_frames", "scan"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class ClipFrames:
     shards: list[str]
     episode_id: np.ndarray
     step: np.ndarray
-    captions: list[list[str]]
+    captions: list[list[Sentence]]
     hazards: dict[str, np.ndarray]
     heldout: np.ndarray
     frames: np.ndarray | None = None
@@ -102,6 +103,41 @@ class ClipFrames:
             "heldout_frames": int(self.heldout.sum()),
             "hazard_share": {kind: float(np.mean(flags)) for kind, flags in self.hazards.items()},
         }
+
+
+@dataclass(frozen=True)
+class SentencePool:
+    """Every distinct caption sentence tokenised once, and which of them each row's caption holds.
+
+    A fine-tune draws one sentence per sample rather than the whole caption: the language goals the static
+    pathway scores frames against are single sentences, and a text tower trained on whole captions maps a lone
+    sentence unpredictably. ``flat[start[r] : start[r] + count[r]]`` are row ``r``'s sentence ids and
+    ``flat_mirrored`` the same sentences for the frame mirrored left to right.
+    """
+
+    tokens: torch.Tensor
+    flat: np.ndarray
+    flat_mirrored: np.ndarray
+    start: np.ndarray
+    count: np.ndarray
+
+    @classmethod
+    def of(cls, captions: list[list[Sentence]], tokenizer, leave_out: tuple[str, ...]) -> "SentencePool":
+        ids: dict[str, int] = {}
+        kept = [[s for s in caption if s.slot not in leave_out] for caption in captions]
+        count = np.array([len(row) for row in kept], dtype=np.int64)
+        if (count == 0).any():
+            raise ValueError(f"leave_out {list(leave_out)} leaves some captions without a sentence to train on")
+        flat = np.array([ids.setdefault(s.text, len(ids)) for row in kept for s in row], dtype=np.int64)
+        flat_mirrored = np.array([ids.setdefault(s.mirrored, len(ids)) for row in kept for s in row], dtype=np.int64)
+        start = np.r_[0, np.cumsum(count)[:-1]].astype(np.int64)
+        return cls(tokenizer(sorted(ids, key=ids.get)), flat, flat_mirrored, start, count)
+
+    def draw(self, rows: np.ndarray, rng: np.random.Generator, mirrored: np.ndarray | None = None) -> torch.Tensor:
+        """Tokens of one sentence of each row's caption, drawn uniformly; of its mirrored form where ``mirrored``."""
+        pick = self.start[rows] + (rng.random(len(rows)) * self.count[rows]).astype(np.int64)
+        ids = self.flat[pick] if mirrored is None else np.where(mirrored, self.flat_mirrored[pick], self.flat[pick])
+        return self.tokens[ids]
 
 
 def scan(dataset: Dataset, split: EpisodeSplit, rule: HazardRule = HazardRule(), progress: bool = False) -> ClipFrames:

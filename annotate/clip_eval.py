@@ -52,13 +52,15 @@ class PromptPair:
 _DEFAULTS = PromptsConfig()
 #: The label set's defaults (VLM-RL's goals), which speak only of car collisions.
 VLM_RL_PROMPTS = PromptPair("vlm-rl", _DEFAULTS.positive, _DEFAULTS.negative, "label-set defaults")
-#: The goals ``pipeline demo`` annotates with: a clear lane against a road user crossing it, in the captions' words.
-BEV_PROMPTS = PromptPair("bev", "The road ahead is clear.", "A pedestrian is crossing the lane in front of the car.", "demo")
+#: The goals ``pipeline demo`` annotates with, in the captions' words: a clear road against the advice every
+#: caption of a dangerous frame carries (whatever the hazard, the car must slow down).
+BEV_PROMPTS = PromptPair("bev", "The road ahead is clear.", "The car must slow down.", "demo")
 #: New sentences over the captions' vocabulary: no caption template produces them (a test checks this).
 UNSEEN_PROMPTS = (
     PromptPair("unseen-1", "The road in front of the car is empty.", "A pedestrian is on the road in front of the car.", "unseen phrasing"),
     PromptPair("unseen-2", "Nothing is ahead of the car.", "The car is close to a pedestrian in its lane.", "unseen phrasing"),
     PromptPair("unseen-3", "The car drives on a clear road.", "A cyclist is crossing the road just ahead.", "unseen phrasing"),
+    PromptPair("unseen-4", "The car can drive on at its speed.", "The car has to stop for danger.", "unseen phrasing"),
 )
 #: Words the captions never use: beyond what a text tower trained from random weights on them can know.
 OUT_OF_VOCABULARY = PromptPair(

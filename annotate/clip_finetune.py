@@ -10,7 +10,9 @@ held-out episodes.
 
 Each epoch draws as many samples as there are training frames, ``hazard_share`` of them from frames with a
 hazard (dangerous frames are a minority, and which of them a caption describes is what the static pathway
-must learn). Captions leave out the ego's speed, which a single frame does not show. After every epoch the
+must learn). Each sample's text is one sentence of its frame's caption (the static pathway's language goals
+are single sentences), drawn anew every epoch, leaving out the ego's speed, which a single frame does not
+show, and by default the road users that are no hazard. After every epoch the
 model, optimiser and schedule are saved atomically; rerunning the same command resumes after the last
 complete epoch, and a finished run is not redone.
 """
@@ -31,8 +33,8 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from annotate.captions import SPEED_SLOTS, TEMPLATE_VERSION, caption_text, template_hash
-from annotate.clip_data import ClipFrames, EpisodeSplit, load_frames, scan
+from annotate.captions import CONTEXT_SLOTS, TEMPLATE_VERSION, TEMPLATES, template_hash
+from annotate.clip_data import ClipFrames, EpisodeSplit, SentencePool, load_frames, scan
 from annotate.clip_eval import BEV_PROMPTS, DEFAULT_PROMPTS, evaluate_clip
 from annotate.model_weights import WeightsError
 from annotate.static_pathway import ClipConfig, StaticPathway
@@ -52,6 +54,8 @@ CARD_FORMAT = "drive-vlm-rl/clip-card"
 #: Held-out frames whose embeddings the card keeps, and how closely a loaded checkpoint must reproduce them.
 FINGERPRINT_FRAMES = 8
 FINGERPRINT_ATOL = 1e-5
+#: Seeds the draw of the held-out frames' sentences, apart from every epoch's draw.
+HELDOUT_DRAW = 2**31 - 1
 #: Settings that only say how to compute: a resumed run may change them.
 EXECUTION_SETTINGS = ("device", "threads")
 
@@ -66,6 +70,9 @@ class FinetuneConfig:
     * ``epochs``, ``batch_size`` (pairs per contrastive batch), ``lr`` (peak AdamW learning rate, reached after
       ``warmup_share`` of the steps, then cosine decay to 0), ``weight_decay`` (not on gains, biases, logit scale);
     * ``hazard_share``: share of each epoch's samples drawn from frames with a hazard; None keeps the data's own;
+    * ``leave_out``: caption slots left out of the training text (``annotate.captions.CONTEXT_SLOTS``);
+    * ``mirror``: mirror half the samples left to right, the frame and the sides its sentence names (a mirrored
+      town is as valid a scene, and it doubles what a small dataset shows);
     * ``heldout_share`` and ``seed``: the episode split (``annotate.clip_data.EpisodeSplit``); ``seed`` also
       seeds random weights and the sample order;
     * ``device``, ``threads`` (torch CPU threads): execution only.
@@ -79,6 +86,8 @@ class FinetuneConfig:
     weight_decay: float = 0.1
     warmup_share: float = 0.1
     hazard_share: float | None = 0.4
+    leave_out: tuple[str, ...] = CONTEXT_SLOTS
+    mirror: bool = True
     heldout_share: float = 0.2
     seed: int = 0
     device: str = "auto"
@@ -91,13 +100,17 @@ class FinetuneConfig:
             raise ValueError(f"lr must be > 0, weight_decay >= 0, warmup_share in [0, 1); got {self.lr} / {self.weight_decay} / {self.warmup_share}")
         if self.hazard_share is not None and not 0 < self.hazard_share < 1:
             raise ValueError(f"hazard_share must be within (0, 1) or None, got {self.hazard_share}")
+        object.__setattr__(self, "leave_out", tuple(self.leave_out))
+        unknown = sorted(set(self.leave_out) - set(TEMPLATES))
+        if unknown:
+            raise ValueError(f"leave_out: unknown caption slot(s) {unknown}; slots are {', '.join(TEMPLATES)}")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         EpisodeSplit(self.heldout_share, self.seed)
 
     def settings(self) -> dict[str, Any]:
         """What decides the weights (the card and the resume check): everything but execution settings."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in EXECUTION_SETTINGS}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items() if k not in EXECUTION_SETTINGS}
 
 
 def read_card(path: str | Path) -> dict[str, Any]:
@@ -136,7 +149,8 @@ def finetune(dataset: str, out_dir: str | Path, config: FinetuneConfig = Finetun
     device = pathway.device
     resized = transform.resize(data.frames)
     pixels = (lambda rows: transform.normalise_resized(resized[rows], device)) if resized is not None else (lambda rows: transform(data.frames[rows], device))
-    texts = tokenizer([caption_text(c, leave_out=SPEED_SLOTS) for c in data.captions])
+    sentences = SentencePool.of(data.captions, tokenizer, config.leave_out)
+    heldout_texts = sentences.draw(data.test, np.random.default_rng([config.seed, HELDOUT_DRAW]))  # the same every epoch
     optimizer = _optimizer(model, config, device)
     steps_per_epoch = len(data.train) // config.batch_size
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.warmup_share, steps_per_epoch * config.epochs))
@@ -148,18 +162,23 @@ def finetune(dataset: str, out_dir: str | Path, config: FinetuneConfig = Finetun
         scheduler.load_state_dict(state["scheduler"])
         history = state["history"]
     else:
-        history["heldout_loss"].append(_heldout_loss(model, loss_fn, pixels, texts, data.test, config.batch_size, device))
+        history["heldout_loss"].append(_heldout_loss(model, loss_fn, pixels, heldout_texts, data.test, config.batch_size, device))
     first_epoch = len(history["train_loss"])
 
     bar = tqdm(total=steps_per_epoch * config.epochs, initial=steps_per_epoch * first_epoch, desc="fine-tuning CLIP", unit="batch", disable=not progress, dynamic_ncols=True)
     for epoch in range(first_epoch, config.epochs):
         started = time.perf_counter()
         order = epoch_order(data, config, epoch)
+        draw = np.random.default_rng([config.seed, epoch, 1])
         model.train()
         losses = []
         for start in range(0, steps_per_epoch * config.batch_size, config.batch_size):
             rows = order[start : start + config.batch_size]
-            image, text, scale = model(pixels(rows), texts[rows].to(device))
+            images, mirrored = pixels(rows), None
+            if config.mirror:
+                mirrored = draw.random(len(rows)) < 0.5
+                images = torch.where(torch.from_numpy(mirrored).to(device).view(-1, 1, 1, 1), images.flip(-1), images)
+            image, text, scale = model(images, sentences.draw(rows, draw, mirrored).to(device))
             loss = loss_fn(image, text, scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -171,7 +190,7 @@ def finetune(dataset: str, out_dir: str | Path, config: FinetuneConfig = Finetun
             bar.update()
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
         history["train_loss"].append(float(np.mean(losses)))
-        history["heldout_loss"].append(_heldout_loss(model, loss_fn, pixels, texts, data.test, config.batch_size, device))
+        history["heldout_loss"].append(_heldout_loss(model, loss_fn, pixels, heldout_texts, data.test, config.batch_size, device))
         history["seconds"].append(time.perf_counter() - started)
         history["samples"] += len(losses) * config.batch_size
         _save_state(out, config, data, model, optimizer, scheduler, history)
@@ -249,15 +268,16 @@ def _warmup_cosine(warmup_share: float, total_steps: int):
 
 
 @torch.no_grad()
-def _heldout_loss(model, loss_fn, pixels, texts, rows: np.ndarray, batch_size: int, device: torch.device) -> float:
-    """Mean contrastive loss over the held-out frames in fixed batches: comparable from epoch to epoch."""
+def _heldout_loss(model, loss_fn, pixels, texts: torch.Tensor, rows: np.ndarray, batch_size: int, device: torch.device) -> float:
+    """Mean contrastive loss over the held-out frames (``texts``: one sentence each) in fixed batches:
+    comparable from epoch to epoch."""
     model.eval()
     losses, weights = [], []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         if len(batch) < 2:
             continue
-        image, text, scale = model(pixels(batch), texts[batch].to(device))
+        image, text, scale = model(pixels(batch), texts[start : start + batch_size].to(device))
         losses.append(loss_fn(image, text, scale).item())
         weights.append(len(batch))
     return float(np.average(losses, weights=weights))
@@ -329,7 +349,7 @@ def _card(pathway: StaticPathway, config: FinetuneConfig, data: ClipFrames, hist
         "checkpoint": CHECKPOINT_FILE,
         "init": {"pretrained": config.init, "weights_id": pathway.weights_id},
         "dataset": data.identity(),
-        "captions": {"template_version": TEMPLATE_VERSION, "template_hash": template_hash(), "hazard_rule": repr(HazardRule()), "left_out": list(SPEED_SLOTS)},
+        "captions": {"template_version": TEMPLATE_VERSION, "template_hash": template_hash(), "hazard_rule": repr(HazardRule())},
         "settings": config.settings(),
         "training": {
             "epochs": len(history["train_loss"]), "samples": history["samples"], "seconds": seconds,

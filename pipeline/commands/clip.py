@@ -55,6 +55,11 @@ def clip() -> None:
 @click.option("--weight-decay", type=float, default=_DEFAULTS.weight_decay, show_default=True)
 @click.option("--hazard-share", type=float, default=_DEFAULTS.hazard_share, show_default=True,
               help="Share of each epoch's samples drawn from frames with a hazard (they are a minority).")
+@click.option("--leave-out", default=",".join(_DEFAULTS.leave_out), show_default=True,
+              help="Caption slots (annotate/captions.py TEMPLATES) left out of the training text, comma-separated: by default "
+                   "the ego's speed, which one frame does not show, and road users that are no hazard.")
+@click.option("--mirror/--no-mirror", default=_DEFAULTS.mirror, show_default=True,
+              help="Mirror half the samples left to right, the frame and the sides its caption names.")
 @click.option("--heldout-share", type=float, default=_DEFAULTS.heldout_share, show_default=True,
               help="Share of each policy's episodes held out for the card's metrics.")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True, help="Episode split, sample order, random initial weights.")
@@ -62,7 +67,8 @@ def clip() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=_DEFAULTS.threads, show_default=True,
               help="torch CPU threads; more than the idle cores slows training down.")
 def finetune_command(dataset: str, out_dir: str, model: str, init: str, epochs: int, batch_size: int, lr: float, weight_decay: float,
-                     hazard_share: float, heldout_share: float, seed: int, device: str, threads: int) -> None:  # fmt: skip
+                     hazard_share: float, leave_out: str, mirror: bool, heldout_share: float, seed: int, device: str,
+                     threads: int) -> None:  # fmt: skip
     """Contrastive fine-tuning of CLIP (open_clip's ClipLoss) on DATASET's BEV frames and their captions.
 
     Captions are made from each frame's ground truth (road users in the corridor ahead, vehicles within braking
@@ -71,8 +77,9 @@ def finetune_command(dataset: str, out_dir: str, model: str, init: str, epochs: 
     kind and the theta range that makes its semantic score span [0, 1].
     """
     try:
-        config = FinetuneConfig(model, init, epochs, batch_size, lr, weight_decay, _DEFAULTS.warmup_share, hazard_share,
-                                heldout_share, seed, device, threads)  # fmt: skip
+        slots = tuple(slot.strip() for slot in leave_out.split(",") if slot.strip())
+        config = FinetuneConfig(model, init, epochs, batch_size, lr, weight_decay, _DEFAULTS.warmup_share, hazard_share, slots,
+                                mirror, heldout_share, seed, device, threads)  # fmt: skip
         card = finetune(dataset, out_dir, config, progress=sys.stderr.isatty())
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None

@@ -29,7 +29,7 @@ class PlantedPathway:
 
 
 def frames(danger: np.ndarray) -> ClipFrames:
-    captions = [[Sentence("agent_crossing" if d else "clear", CROSSING if d else CLEAR)] for d in danger]
+    captions = [[Sentence("agent_crossing" if d else "clear", CROSSING if d else CLEAR, CROSSING if d else CLEAR)] for d in danger]
     n = len(danger)
     return ClipFrames("planted", [], np.array(["e"] * n), np.arange(n), captions, {"any": danger}, np.ones(n, bool), np.arange(n))
 
