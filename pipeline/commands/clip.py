@@ -80,6 +80,14 @@ def finetune_command(dataset: str, out_dir: str, model: str, init: str, epochs: 
         slots = tuple(slot.strip() for slot in leave_out.split(",") if slot.strip())
         config = FinetuneConfig(model, init, epochs, batch_size, lr, weight_decay, _DEFAULTS.warmup_share, hazard_share, slots,
                                 mirror, heldout_share, seed, device, threads)  # fmt: skip
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    run_finetune(dataset, out_dir, config)
+
+
+def run_finetune(dataset: str, out_dir: str, config: FinetuneConfig) -> dict:
+    """Fine-tune as ``pipeline clip finetune`` does (progress bar, summary, user errors as click's); the card."""
+    try:
         card = finetune(dataset, out_dir, config, progress=sys.stderr.isatty())
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
@@ -90,6 +98,7 @@ def finetune_command(dataset: str, out_dir: str, model: str, init: str, epochs: 
         f"({training['samples_per_s']:.0f}/s); held-out contrastive loss {training['heldout_loss'][0]:.3f} -> {training['heldout_loss'][-1]:.3f}"
     )
     _echo_summary(card["heldout"])
+    return card
 
 
 @clip.command("eval")
