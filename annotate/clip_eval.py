@@ -8,7 +8,7 @@ retrieval (does a frame's lead sentence, its hazard or a clear road, rank first 
 whether the image and text towers agree beyond the hazard prompts.
 
 The prompt pairs include phrasings the caption templates never produce (``UNSEEN_PROMPTS``, built from the
-captions' words in new sentences) and phrasings with words the captions never use (``OUT_OF_VOCABULARY``), so
+words the fine-tune trains on in new sentences) and phrasings with words the captions never use (``OUT_OF_VOCABULARY``), so
 that memorised templates are not mistaken for understanding; a text tower trained from random weights can
 know no word the captions did not teach it.
 """
@@ -55,12 +55,13 @@ VLM_RL_PROMPTS = PromptPair("vlm-rl", _DEFAULTS.positive, _DEFAULTS.negative, "l
 #: The goals ``pipeline demo`` annotates with, in the captions' words: a clear road against the advice every
 #: caption of a dangerous frame carries (whatever the hazard, the car must slow down).
 BEV_PROMPTS = PromptPair("bev", "The road ahead is clear.", "The car must slow down.", "demo")
-#: New sentences over the captions' vocabulary: no caption template produces them (a test checks this).
+#: New sentences over the words a fine-tune trains on (the captions' sentences but the slots it leaves out by
+#: default, ``CONTEXT_SLOTS``): no caption template produces them (a test checks both).
 UNSEEN_PROMPTS = (
     PromptPair("unseen-1", "The road in front of the car is empty.", "A pedestrian is on the road in front of the car.", "unseen phrasing"),
     PromptPair("unseen-2", "Nothing is ahead of the car.", "The car is close to a pedestrian in its lane.", "unseen phrasing"),
-    PromptPair("unseen-3", "The car drives on a clear road.", "A cyclist is crossing the road just ahead.", "unseen phrasing"),
-    PromptPair("unseen-4", "The car can drive on at its speed.", "The car has to stop for danger.", "unseen phrasing"),
+    PromptPair("unseen-3", "The car is on a clear road.", "A cyclist is crossing the road just ahead.", "unseen phrasing"),
+    PromptPair("unseen-4", "It is safe for the car to keep its speed.", "The car has to stop for danger.", "unseen phrasing"),
 )
 #: Words the captions never use: beyond what a text tower trained from random weights on them can know.
 OUT_OF_VOCABULARY = PromptPair(
