@@ -31,8 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from annotate.clip_data import EpisodeSplit, load_frames, scan
 from annotate.clip_eval import BEV_PROMPTS, DEFAULT_PROMPTS, VLM_RL_PROMPTS, evaluate_clip
 from annotate.clip_finetune import CHECKPOINT_FILE, finetune
@@ -41,6 +39,7 @@ from collect import EnvSpec, EpisodeLimits, collect_episodes
 from data_schema import Dataset
 from data_schema.groundtruth import HAZARD_KINDS
 from pipeline.commands.demo import DEMO_COLLECTION, DEMO_FINETUNE
+from pipeline.threads import available_cores, use_threads
 
 #: Seeds of the held-out dataset are this far from the training ones.
 HELDOUT_SEED_OFFSET = 10_000
@@ -54,7 +53,7 @@ def collect(root: Path, episodes: int, seed_offset: int, max_steps: int) -> None
 
 def load() -> str:
     one, five, fifteen = os.getloadavg()
-    return f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min) on {os.cpu_count()} cores"
+    return f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min) on {available_cores()} cores"
 
 
 def fmt(value: float | None) -> str:
@@ -72,7 +71,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="keep datasets and the fine-tune here (default: a temp dir)")
     parser.add_argument("--histogram", type=Path, default=Path("artifacts/clip_histogram.png"), help="where to write the PNG")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     root = args.data or Path(tempfile.mkdtemp(prefix="bench-clip-"))
     train_data, heldout_data, tuned = root / "train", root / "heldout", root / f"clip-e{args.epochs}-s{args.seed}"
     print(f"data in {root}; {load()}")
