@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from annotate.captions import CONTEXT_SLOTS, TEMPLATE_VERSION, TEMPLATES, template_hash
 from annotate.clip_data import ClipFrames, EpisodeSplit, SentencePool, load_frames, scan
-from annotate.clip_eval import BEV_PROMPTS, DEFAULT_PROMPTS, evaluate_clip
+from annotate.clip_eval import BEV_PROMPTS, DEFAULT_PROMPTS, PromptPair, evaluate_clip
 from annotate.model_weights import WeightsError
 from annotate.static_pathway import ClipConfig, StaticPathway
 from data_schema.dataset import Dataset
@@ -43,7 +43,7 @@ from data_schema.errors import DatasetError
 from data_schema.groundtruth import HazardRule
 from data_schema.storage import atomic_path, atomic_write_text
 
-__all__ = ["CARD_FILE", "CHECKPOINT_FILE", "DEFAULT_MODEL", "FinetuneConfig", "finetune", "read_card"]
+__all__ = ["CARD_FILE", "CHECKPOINT_FILE", "DEFAULT_MODEL", "FinetuneConfig", "finetune", "read_card", "static_pathway_settings"]
 
 #: The shipped architecture for BEV frames, downsampled to 64 px (``annotate/clip_configs``).
 DEFAULT_MODEL = "BEV-ViT-T-8-64"
@@ -123,6 +123,26 @@ def read_card(path: str | Path) -> dict[str, Any]:
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         raise DatasetError(f"{path}: not a CLIP card written by `pipeline clip finetune`")
     return card
+
+
+def static_pathway_settings(out_dir: str | Path, prompts: PromptPair = BEV_PROMPTS) -> tuple[str, ...]:
+    """The annotate settings that use the finished fine-tune in ``out_dir``: its model and checkpoint, the
+    language goals ``prompts`` (a pair its card was evaluated on: the VLM-RL defaults can rank danger backwards
+    after a fine-tune whose captions never use their words) and the theta range the card derived for them from
+    the held-out scores, or the default range when those scores do not rank danger."""
+    out = Path(out_dir)
+    card = read_card(out / CARD_FILE)
+    evaluated = card["heldout"]["prompts"]
+    if prompts.name not in evaluated:
+        raise DatasetError(f"{out / CARD_FILE}: prompts {prompts.name!r} were not evaluated; the card has {sorted(evaluated)}")
+    settings = (
+        f"clip.model={card['model']}", f"clip.pretrained={out / CHECKPOINT_FILE}",
+        f"prompts.positive={prompts.positive}", f"prompts.negative={prompts.negative}",
+    )  # fmt: skip
+    theta = evaluated[prompts.name]["theta"]
+    if theta is None:
+        return settings
+    return (*settings, f"reward.theta_min={theta['theta_min']!r}", f"reward.theta_max={theta['theta_max']!r}")
 
 
 def finetune(dataset: str, out_dir: str | Path, config: FinetuneConfig = FinetuneConfig(), progress: bool = True) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from annotate.clip_eval import BEV_PROMPTS
-from annotate.clip_finetune import CARD_FILE, CHECKPOINT_FILE, FinetuneConfig, read_card
+from annotate.clip_finetune import CARD_FILE, FinetuneConfig, read_card, static_pathway_settings
 from pipeline.commands.annotate import annotate
 from pipeline.commands.clip import run_finetune
 from pipeline.commands.collect import collect, info
@@ -117,21 +117,16 @@ def _clip_settings(out: Path, dataset: str, checkpoint: str | None, model: str, 
         click.echo(f"reusing the BEV CLIP fine-tuned in {clip_dir}")
     else:
         run_finetune(dataset, str(clip_dir), dataclasses.replace(DEMO_FINETUNE, epochs=epochs))
-    card = read_card(clip_dir / CARD_FILE)
-    bev = card["heldout"]["prompts"][BEV_PROMPTS.name]
-    settings = (
-        f"clip.model={card['model']}", f"clip.pretrained={clip_dir / CHECKPOINT_FILE}",
-        f"prompts.positive={BEV_PROMPTS.positive}", f"prompts.negative={BEV_PROMPTS.negative}",
-    )  # fmt: skip
+    settings = static_pathway_settings(clip_dir, BEV_PROMPTS)
+    bev = read_card(clip_dir / CARD_FILE)["heldout"]["prompts"][BEV_PROMPTS.name]
     if bev["theta"] is None:
         click.secho("the fine-tuned CLIP does not rank danger on the held-out frames; keeping the default theta range", fg="yellow")
-        return settings
-    theta = bev["theta"]
-    click.echo(
-        f"static pathway: {BEV_PROMPTS.positive!r} vs {BEV_PROMPTS.negative!r}, held-out AUROC (any hazard) "
-        f"{bev['auroc']['any']:.3f}; theta [{theta['theta_min']:.4f}, {theta['theta_max']:.4f}] from the held-out scores"
-    )
-    return (*settings, f"reward.theta_min={theta['theta_min']!r}", f"reward.theta_max={theta['theta_max']!r}")
+    else:
+        click.echo(
+            f"static pathway: {BEV_PROMPTS.positive!r} vs {BEV_PROMPTS.negative!r}, held-out AUROC (any hazard) "
+            f"{bev['auroc']['any']:.3f}; theta [{bev['theta']['theta_min']:.4f}, {bev['theta']['theta_max']:.4f}] from the held-out scores"
+        )
+    return settings
 
 
 def _tuned_vlm(ctx: click.Context, dataset: str, out: Path, steps: int) -> tuple[str, ...]:

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from annotate import AnnotateConfig, RunOptions, annotate_dataset
-from annotate.clip_finetune import CARD_FILE, CHECKPOINT_FILE, FinetuneConfig, finetune
+from annotate import AnnotateConfig, RunOptions, annotate_dataset, load_config
+from annotate.clip_eval import BEV_PROMPTS, PromptPair
+from annotate.clip_finetune import CARD_FILE, CHECKPOINT_FILE, FinetuneConfig, finetune, static_pathway_settings
 from annotate.static_pathway import ClipConfig, StaticPathway
-from data_schema import Dataset, decode_image
+from data_schema import Dataset, DatasetError, decode_image
+from data_schema.reward import RewardConfig
 from episode_tables import episode_table
 from pipeline.cli import main
 
@@ -95,6 +97,22 @@ def test_eval_reports_auroc_retrieval_and_a_histogram(tuned, town, tmp_path):
     assert report["frames"] == card["heldout"]["frames"]
     assert report["prompts"]["bev"]["auroc"] == pytest.approx(card["heldout"]["prompts"]["bev"]["auroc"])
     assert (tmp_path / "eval" / "histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_the_static_pathway_settings_use_the_card_s_checkpoint_prompts_and_theta(tuned):
+    out, card = tuned
+    settings = static_pathway_settings(out, BEV_PROMPTS)
+    config = load_config(None, settings)
+    assert (config.clip.model, config.clip.pretrained) == (card["model"], str(out / CHECKPOINT_FILE))
+    assert (config.prompts.positive, config.prompts.negative) == (BEV_PROMPTS.positive, BEV_PROMPTS.negative)
+    theta = card["heldout"]["prompts"]["bev"]["theta"]
+    if theta is None:  # the tiny fine-tune may not rank danger: the default range stays
+        assert (config.reward.theta_min, config.reward.theta_max) == (RewardConfig().theta_min, RewardConfig().theta_max)
+    else:
+        assert (config.reward.theta_min, config.reward.theta_max) == (theta["theta_min"], theta["theta_max"])
+    with pytest.raises(DatasetError, match="were not evaluated"):
+        static_pathway_settings(out, PromptPair("mine", "a clear road", "a pedestrian ahead"))
 
 
 @pytest.mark.slow
