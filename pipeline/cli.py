@@ -22,6 +22,7 @@ COMMANDS = {
     "audit": "pipeline.commands.audit:audit",
     "labels": "pipeline.commands.audit:labels",
     "vlm": "pipeline.commands.vlm:vlm",
+    "experiment": "pipeline.commands.experiment:experiment",
     "demo": "pipeline.commands.demo:demo",
 }
 
