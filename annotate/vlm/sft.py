@@ -35,15 +35,18 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from data_schema import Dataset
 from data_schema.storage import atomic_path, atomic_write_text
 
+from annotate.config import AnnotateConfig
 from annotate.model_weights import resolve_device
 from annotate.vlm.answer import canonical_json
 from annotate.vlm.config import VlmConfig
 from annotate.vlm.prompt import build_messages, decode_frame
-from annotate.vlm.sft_data import GatedWindow
+from annotate.vlm.sft_data import GatedWindow, gated_windows, split_episodes
+from annotate.vlm.targets import TargetRule
+from data_schema.risk import RiskRule
 from annotate.vlm.tiny import TinyQwen3VL, build_tiny_qwen3_vl
 from annotate.vlm.transformers_backend import chat_inputs
 
-__all__ = ["FINETUNE_RECORD", "FinetuneConfig", "FinetuneRecord", "finetune", "read_record"]
+__all__ = ["FINETUNE_RECORD", "FinetuneConfig", "FinetuneRecord", "finetune", "finetune_on_dataset", "read_record"]
 
 #: The record of a finished fine-tune inside the model directory.
 FINETUNE_RECORD = "finetune.json"
@@ -137,6 +140,23 @@ def read_record(model_dir: str | Path) -> FinetuneRecord | None:
     if data.get("format") != RECORD_FORMAT or data.get("version") != RECORD_VERSION:
         raise ValueError(f"{path}: not a {RECORD_FORMAT} record of version {RECORD_VERSION}")
     return FinetuneRecord(**{k: v for k, v in data.items() if k not in ("format", "version")})
+
+
+def finetune_on_dataset(
+    dataset: Dataset, out: Path, config: FinetuneConfig, settings: AnnotateConfig, progress: bool = True, log: Callable[[str], None] = print
+) -> FinetuneRecord:
+    """:func:`finetune` on ``dataset``'s scene-gated windows (the gate corridor and the request of
+    ``settings``), its episodes split into training and held-out ones by ``config.holdout`` and ``config.seed``."""
+    rule = TargetRule(risk=RiskRule(corridor=settings.gate.corridor))
+    windows = gated_windows(dataset, settings.vlm.window, settings.gate.corridor, rule)
+    train_ids, held_ids = split_episodes([w.episode_id for w in windows], config.holdout, config.seed)
+    held_set = set(held_ids)
+    train = [w for w in windows if w.episode_id not in held_set]
+    held_out = [w for w in windows if w.episode_id in held_set]
+    log(f"{dataset.url}: {len(windows)} gated windows; {len(train)} from {len(train_ids)} training episodes, "
+        f"{len(held_out)} from {len(held_ids)} held-out episodes")  # fmt: skip
+    spec = {"dataset": dataset.url, "target_rule": repr(rule), "train_episodes": train_ids, "held_out_episodes": held_ids}
+    return finetune(dataset, train, held_out, out, config, settings.vlm, spec, progress=progress, log=log)
 
 
 def finetune(

@@ -13,8 +13,8 @@ from transformers.utils import logging as transformers_logging
 from annotate.config import ConfigError, load_config
 from annotate.vlm import make_vlm_backend
 from annotate.vlm.evaluation import evaluate, examples_png
-from annotate.vlm.sft import FinetuneConfig, finetune, read_record
-from annotate.vlm.sft_data import gated_windows, split_episodes
+from annotate.vlm.sft import FinetuneConfig, finetune_on_dataset, read_record
+from annotate.vlm.sft_data import gated_windows
 from annotate.vlm.targets import TargetRule
 from data_schema import Dataset, DatasetError
 from data_schema.risk import RiskRule
@@ -82,18 +82,7 @@ def finetune_command(dataset: str, base: str, out_dir: str, steps: int, batch_si
         settings = load_config(config_file, overrides)
         config = FinetuneConfig(base=base, method=method, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
                                 lora_rank=lora_rank, holdout=holdout, seed=seed, device=device)  # fmt: skip
-        data = Dataset.open(dataset)
-        rule = TargetRule(risk=RiskRule(corridor=settings.gate.corridor))
-        windows = gated_windows(data, settings.vlm.window, settings.gate.corridor, rule)
-        train_ids, held_ids = split_episodes([w.episode_id for w in windows], holdout, seed)
-        held_set = set(held_ids)
-        train = [w for w in windows if w.episode_id not in held_set]
-        held_out = [w for w in windows if w.episode_id in held_set]
-        click.echo(f"{data.url}: {len(windows)} gated windows; {len(train)} from {len(train_ids)} training episodes, "
-                   f"{len(held_out)} from {len(held_ids)} held-out episodes")  # fmt: skip
-        spec = {"dataset": data.url, "target_rule": repr(rule), "train_episodes": train_ids, "held_out_episodes": held_ids}
-        record = finetune(data, train, held_out, Path(out_dir), config, settings.vlm, spec, progress=sys.stderr.isatty(),
-                          log=click.echo)  # fmt: skip
+        record = finetune_on_dataset(Dataset.open(dataset), Path(out_dir), config, settings, progress=sys.stderr.isatty(), log=click.echo)
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"held-out loss per answer token: {record.held_out_loss_before:.4f} before, {record.held_out_loss_after:.4f} after")
