@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from dask.distributed import Client, LocalCluster, as_completed
 from tqdm.auto import tqdm
 
@@ -27,8 +26,10 @@ from annotate import RunOptions, annotate_dataset, load_config
 from collect import EnvSpec, EpisodeLimits, collect_episodes
 from data_schema import Dataset
 from data_schema.naming import check_name
-from data_schema.settings import ConfigError, to_mapping
+from data_schema.run_lock import RunLock
+from data_schema.settings import overrides, to_mapping
 from data_schema.storage import atomic_write_text
+from pipeline.experiment.models import reward_models
 from pipeline.experiment.cells import CellTask, read_result, run_cell
 from pipeline.experiment.results import write_results
 from pipeline.experiment.spec import ExperimentSpec, VariantSpec
@@ -56,8 +57,13 @@ def label_set_name(variant: str, penalty: float) -> str:
 def run_experiment(spec: ExperimentSpec, out: str | Path, echo: Echo = print, progress: bool = True) -> ExperimentRun:
     out = Path(out)
     _claim(out, spec)
+    with RunLock(out, "experiment"):  # one live run per --out; its cells' own locks fence a killed run's survivors
+        return _run(spec, out, echo, progress)
+
+
+def _run(spec: ExperimentSpec, out: Path, echo: Echo, progress: bool) -> ExperimentRun:
     dataset = _dataset(spec, out, echo)
-    shared = _models(spec, out, dataset, echo)
+    shared = reward_models(spec, out, dataset, echo, progress)
     label_sets = {}
     for variant in spec.variants:
         for penalty in spec.penalties:
@@ -99,17 +105,6 @@ def _dataset(spec: ExperimentSpec, out: Path, echo: Echo) -> str:
     return url
 
 
-def _models(spec: ExperimentSpec, out: Path, dataset: str, echo: Echo) -> tuple[str, ...]:
-    """The annotate settings that point every label set at the reward models."""
-    models = spec.models
-    settings = [f"clip.model={models.clip_model}"]
-    if models.clip_checkpoint:
-        settings.append(f"clip.pretrained={models.clip_checkpoint}")
-    if models.vlm_model:
-        settings += ["vlm.backend=transformers", f"vlm.model={models.vlm_model}"]
-    return tuple(settings)
-
-
 def _annotate(
     spec: ExperimentSpec, dataset: str, variant: VariantSpec, penalty: float, models: tuple[str, ...], echo: Echo, progress: bool
 ) -> str:
@@ -126,12 +121,7 @@ def _train_config(spec: ExperimentSpec, seed: int) -> TrainConfig:
     """The cells' training settings: the spec's ``algorithm.train`` items, its budget, the cell's seed, one
     torch thread per cell (cells run side by side in worker processes) and one checkpoint per evaluation."""
     algorithm = spec.algorithm
-    settings = {}
-    for item in algorithm.train:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"algorithm.train: {item!r}: expected KEY=VALUE, e.g. batch_size=128")
-        settings[key.strip()] = yaml.safe_load(value)
+    settings = overrides(TrainConfig, algorithm.train, "algorithm.train")
     budget = {
         "algo": algorithm.name, "offline_steps": algorithm.steps, "seed": seed, "torch_threads": 1,
         "checkpoint_every": -(-algorithm.steps // spec.evaluation.checkpoints),

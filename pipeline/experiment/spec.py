@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from annotate import load_config
 from data_schema.settings import ConfigError, build, read_file, to_mapping
 from train import ALGORITHMS
 
@@ -76,14 +77,22 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class ModelsSpec:
-    """The reward models: a fine-tuned BEV-CLIP and a tuned VLM, trained by the experiment on its own dataset
-    (``pipeline clip finetune`` / ``pipeline vlm finetune`` settings) unless a checkpoint / model directory is given."""
+    """The reward models. By default the experiment fine-tunes a BEV CLIP and a tiny VLM on its own dataset's
+    ground truth (``clip_finetune`` / ``vlm_finetune``: settings of ``pipeline clip finetune`` / ``pipeline vlm
+    finetune`` as ``KEY=VALUE`` items); ``clip_checkpoint`` (with its ``clip_model``) or ``vlm_model`` (a model
+    directory) use given weights instead."""
 
     clip_checkpoint: str = ""
-    clip_model: str = "ViT-S-32-alt"
+    clip_model: str = ""
     clip_finetune: tuple[str, ...] = ()
     vlm_model: str = ""
     vlm_finetune: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if bool(self.clip_checkpoint) != bool(self.clip_model):
+            raise ValueError("models: clip_checkpoint and clip_model go together (the architecture of the given weights)")
+        if self.clip_checkpoint and self.clip_finetune or self.vlm_model and self.vlm_finetune:
+            raise ValueError("models: give a model or fine-tune settings for it, not both")
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,11 @@ class ExperimentSpec:
             raise ValueError(f"seeds: distinct values >= 0; got {list(self.seeds)}")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
+
+    @property
+    def uses_vlm(self) -> bool:
+        """Whether any variant's reward has the dynamic pathway (else no VLM is tuned or run)."""
+        return any("dynamic" in load_config(None, [*self.annotate, *v.settings]).reward.pathways for v in self.variants)
 
     def digest(self) -> str:
         """A content hash of the spec: a rerun with another spec in the same --out is refused."""

@@ -16,18 +16,24 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from annotate import load_config
 from pipeline.cli import main
+from pipeline.experiment import run as run_module
+from pipeline.experiment.models import reward_models
 from pipeline.experiment.results import METRICS, write_results
 from pipeline.experiment.spec import load_spec
 
 TINY_TRAIN = ["batch_size=8", "bev_size=16", "cnn_channels=[4, 8]", "feature_size=16", "state_units=8", "hidden_units=[16]"]
+TINY_CLIP = ["epochs=1", "batch_size=8", "device=cpu", "threads=1"]
 SPEC = {
     "name": "tiny",
     "dataset": {"collect": [
-        {"policy": "expert", "episodes": 1, "seed": 0, "scenarios": ["ped_crossing"], "max_steps": 40},
-        {"policy": "expert-reckless", "episodes": 1, "seed": 100, "scenarios": ["ped_crossing"], "max_steps": 40},
+        {"policy": "expert", "episodes": 2, "seed": 0, "scenarios": ["ped_crossing"], "max_steps": 40},
+        {"policy": "expert-reckless", "episodes": 2, "seed": 100, "scenarios": ["ped_crossing"], "max_steps": 40},
+        {"policy": "random", "episodes": 2, "seed": 200, "scenarios": ["free"], "max_steps": 60},  # crashes: hazards to learn
     ]},
-    "annotate": ["clip.model=ViT-S-32-alt", "clip.pretrained=none", "clip.device=cpu", "gate.source=scene"],
+    "models": {"clip_finetune": TINY_CLIP},
+    "annotate": ["clip.device=cpu", "gate.source=scene"],
     "variants": ["hand-built"],
     "penalties": [-10],
     "seeds": [0, 1, 2],
@@ -52,6 +58,8 @@ def write_spec(path: Path, **changes) -> Path:
         ({"seeds": [0, 0]}, "seeds"),
         ({"evaluation": {"episodes": 0}}, "evaluation"),
         ({"varients": ["full"]}, "varients: unknown key"),
+        ({"models": {"clip_checkpoint": "weights.safetensors"}}, "clip_model"),
+        ({"models": {"vlm_model": "models/vlm", "vlm_finetune": ["steps=5"]}}, "not both"),
     ],
 )
 def test_a_bad_spec_is_refused_before_any_work(tmp_path, changes, named):
@@ -59,6 +67,38 @@ def test_a_bad_spec_is_refused_before_any_work(tmp_path, changes, named):
     result = CliRunner().invoke(main, ["experiment", str(spec), "--out", str(tmp_path / "out")])
     assert result.exit_code != 0 and named in result.output and "spec.yaml" in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_vlm_is_needed_only_when_a_variant_has_the_dynamic_pathway(tmp_path):
+    assert not load_spec(write_spec(tmp_path / "a.yaml", variants=["hand-built", "clg-only"])).uses_vlm
+    assert load_spec(write_spec(tmp_path / "b.yaml", variants=["hand-built", "full"])).uses_vlm
+    custom = [{"name": "mine", "preset": "clg-only", "annotate": ["reward.pathways=[static, dynamic]"]}]
+    assert load_spec(write_spec(tmp_path / "c.yaml", variants=custom)).uses_vlm
+
+
+def test_given_models_are_used_as_they_are(tmp_path):
+    models = {"clip_checkpoint": "clip.safetensors", "clip_model": "ViT-S-32-alt", "vlm_model": "models/vlm"}
+    spec = load_spec(write_spec(tmp_path / "spec.yaml", models=models, variants=["full"]))
+    settings = reward_models(spec, tmp_path / "out", "no-dataset-needed", echo=lambda line: None, progress=False)
+    assert settings == ("clip.model=ViT-S-32-alt", "clip.pretrained=clip.safetensors", "vlm.backend=transformers", "vlm.model=models/vlm")
+    assert not (tmp_path / "out").exists()  # nothing trained
+
+
+@pytest.mark.slow
+def test_the_models_are_tuned_on_the_experiments_dataset_once(tmp_path):
+    vlm = ["steps=2", "batch_size=2", "eval_windows=2", "warmup_steps=0", "device=cpu"]
+    spec = load_spec(write_spec(tmp_path / "spec.yaml", variants=["full"], models={"clip_finetune": TINY_CLIP, "vlm_finetune": vlm}))
+    out = tmp_path / "out"
+    dataset = run_module._dataset(spec, out, echo=lambda line: None)
+    settings = reward_models(spec, out, dataset, echo=lambda line: None, progress=False)
+    clip, vlm_dir = out / "models" / "clip", out / "models" / "vlm"
+    assert f"clip.pretrained={clip / 'model.safetensors'}" in settings and f"vlm.model={vlm_dir}" in settings
+    assert json.loads((vlm_dir / "finetune.json").read_text())["spec"]["finetune"]["steps"] == 2
+    config = load_config(None, [*settings, *spec.annotate, *spec.variants[0].settings])
+    assert (config.vlm.backend, config.vlm.model) == ("transformers", str(vlm_dir))  # what the label set runs
+    stamps = {p: p.stat().st_mtime_ns for p in (clip / "model.safetensors", vlm_dir / "finetune.json")}
+    assert reward_models(spec, out, dataset, echo=lambda line: None, progress=False) == settings
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # a rerun trains nothing
 
 
 def _cell(variant: str, penalty: float, seed: int, rng: np.random.Generator) -> dict:
