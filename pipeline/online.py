@@ -22,7 +22,7 @@ episode on disk, so no data is lost or counted twice.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow.compute as pc
@@ -36,25 +36,29 @@ from pipeline.background_annotation import BackgroundAnnotation
 from pipeline.sac_driver import SacDriver
 from pipeline.threads import online_budget
 from train import (
-    Echo, MetricsLog, ReplayBuffer, RunDir, RunResult, gradient_updates, ingest, loss_columns, reward_source, save_agent, start_run,
+    Agent, Echo, MetricsLog, ReplayBuffer, RunDir, RunResult, RunState, gradient_updates, ingest, loss_columns, reward_source, save_agent,
+    start_run,
 )  # fmt: skip
 
 __all__ = ["train_online"]
 
 
-def train_online(run: RunDir, echo: Echo = print, skip_bad: bool = False) -> RunResult:
+def train_online(
+    run: RunDir, echo: Echo = print, skip_bad: bool = False, on_checkpoint: Callable[[RunState, Agent], None] | None = None
+) -> RunResult:
     """Rounds of collection (foreground), annotation (background) and updates; see the module docstring.
 
     The run holds its run id's lock (``data_schema.run_lock``) throughout: two ``--resume`` of one run at
     once would collect the same episodes twice. ``skip_bad``: shards that cannot be read stay out of replay
-    (and background annotation passes skip them too)."""
+    (and background annotation passes skip them too). ``on_checkpoint(state, agent)`` runs after each round's
+    checkpoint is committed (an experiment evaluates there)."""
     spec = run.spec()
     dataset = Dataset.create(spec.dataset, skip_bad=skip_bad)
     with dataset.run_lock(spec.run_id):
-        return _rounds(run, dataset, echo)
+        return _rounds(run, dataset, echo, on_checkpoint)
 
 
-def _rounds(run: RunDir, dataset: Dataset, echo: Echo) -> RunResult:
+def _rounds(run: RunDir, dataset: Dataset, echo: Echo, on_checkpoint: Callable[[RunState, Agent], None] | None) -> RunResult:
     spec = run.spec()
     config = spec.config
     if config.algo != "sac":
@@ -130,6 +134,8 @@ def _rounds(run: RunDir, dataset: Dataset, echo: Echo) -> RunResult:
                 "label_wait_s": round(wait_s, 2), "update_s": round(update_s, 2),
                 "annotation_passes": annotation.passes, "annotation_failures": annotation.failures,
             })  # fmt: skip
+            if on_checkpoint is not None:
+                on_checkpoint(state, agent)
         echo(f"done: {state.round} rounds, {state.env_steps} steps collected, buffer {len(buffer)} transitions, "
              f"{state.grad_steps} updates")  # fmt: skip
     except BaseException:
