@@ -1,4 +1,5 @@
-"""One cell of an experiment: a policy trained on one label set with one seed, evaluated along its training.
+"""One cell of an experiment: a policy trained on one label set with one seed, evaluated along its training
+(offline on the shared dataset's label set, or online in rounds on a dataset of its own).
 
 A cell is idempotent and resumable, so dask may run it again and a killed experiment redoes only what is
 missing: training resumes from the run's last checkpoint, an evaluation already written for a checkpoint is
@@ -20,6 +21,7 @@ import torch
 
 from data_schema.storage import atomic_write_text
 from pipeline.evaluate import evaluate_policy
+from pipeline.online import train_online
 from train import Agent, RunDir, RunSpec, RunState, TrainConfig, export_torchscript, train_offline
 
 __all__ = ["CellTask", "cell_dir", "exclusive", "read_result", "run_cell"]
@@ -37,11 +39,13 @@ class CellTask:
     seed: int
     label_set: str
     dataset: str
-    config: TrainConfig  # offline_steps is the budget, checkpoint_every the spacing of the evaluations
+    config: TrainConfig  # offline: offline_steps and checkpoint_every; online: rounds (one evaluation each)
     scenarios: tuple[str, ...]
     episodes: int  # per scenario
     eval_seed: int
     max_steps: int
+    online: bool = False  # online rounds into the cell's own dataset, annotated in the background with `annotate`
+    annotate: tuple[str, ...] = ()  # the label set's settings (`pipeline annotate --set` items)
 
 
 def cell_dir(out: str | Path, label_set: str, seed: int) -> Path:
@@ -82,7 +86,12 @@ def _train_and_evaluate(task: CellTask, here: Path) -> dict[str, Any]:
     torch.set_num_threads(task.config.torch_threads or 1)
     run = RunDir(here / "run")
     if not run.exists():
-        run.write_spec(RunSpec(task.dataset, task.label_set, "offline", task.config))
+        if task.online:
+            annotate_args = tuple(arg for item in task.annotate for arg in ("--set", item))
+            spec = RunSpec(str(here / "dataset"), task.label_set, "online", task.config, run_id=f"seed{task.seed}", annotate_args=annotate_args)
+        else:
+            spec = RunSpec(task.dataset, task.label_set, "offline", task.config)
+        run.write_spec(spec)
 
     def evaluate(state: RunState, agent: Agent) -> None:
         point = here / f"curve-{state.grad_steps:09d}.json"
@@ -93,7 +102,8 @@ def _train_and_evaluate(task: CellTask, here: Path) -> dict[str, Any]:
         metrics = evaluate_policy(str(policy), str(here / "evaluation"), episodes, task.eval_seed, task.max_steps, scenarios=task.scenarios)
         atomic_write_text(point, json.dumps({"grad_steps": state.grad_steps, **metrics.as_dict()}))
 
-    result = train_offline(run, echo=lambda line: None, on_checkpoint=evaluate)
+    train = train_online if task.online else train_offline
+    result = train(run, echo=lambda line: None, on_checkpoint=evaluate)
     if not (here / f"curve-{result.state.grad_steps:09d}.json").is_file():  # finished before a kill, not yet evaluated
         evaluate(result.state, result.agent)
     curve = [json.loads(p.read_text()) for p in sorted(here.glob("curve-*.json"))]

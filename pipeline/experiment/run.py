@@ -2,10 +2,11 @@
 
 1. the shared raw dataset: collected from the spec's scenarios and behaviours (or given);
 2. the reward models, fine-tuned on that dataset's own ground truth unless given;
-3. one label set per (variant, penalty), annotated on the one shared dataset: re-annotation, with the
-   CLIP embeddings and VLM answers of earlier label sets coming from annotate's caches;
-4. the cells, (variant, penalty, seed), each a dask task that trains offline and evaluates on held-out seeds
-   of the evaluation scenarios (``pipeline.experiment.cells``);
+3. offline: one label set per (variant, penalty), annotated on the one shared dataset: re-annotation, with
+   the CLIP embeddings and VLM answers of earlier label sets coming from annotate's caches;
+4. the cells, (variant, penalty, seed), each a dask task that trains (offline on the shared label set, or in
+   online rounds on its own dataset, annotated in the background with the same settings) and evaluates on
+   held-out seeds of the evaluation scenarios (``pipeline.experiment.cells``);
 5. the results: table, curves, bars, HTML (``pipeline.experiment.results``).
 
 A killed experiment is resumed by running the same command: collection, annotation and training resume
@@ -29,10 +30,10 @@ from data_schema.naming import check_name
 from data_schema.run_lock import RunLock
 from data_schema.settings import overrides, to_mapping
 from data_schema.storage import atomic_write_text
-from pipeline.experiment.models import reward_models
 from pipeline.experiment.cells import CellTask, read_result, run_cell
+from pipeline.experiment.models import reward_models
 from pipeline.experiment.results import write_results
-from pipeline.experiment.spec import ExperimentSpec, VariantSpec
+from pipeline.experiment.spec import ExperimentSpec
 from train import TrainConfig
 
 __all__ = ["ExperimentRun", "label_set_name", "run_experiment"]
@@ -64,15 +65,19 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, echo: Echo = print, pr
 def _run(spec: ExperimentSpec, out: Path, echo: Echo, progress: bool) -> ExperimentRun:
     dataset = _dataset(spec, out, echo)
     shared = reward_models(spec, out, dataset, echo, progress)
-    label_sets = {}
-    for variant in spec.variants:
-        for penalty in spec.penalties:
-            label_sets[variant.name, penalty] = _annotate(spec, dataset, variant, penalty, shared, echo, progress)
+    settings = {
+        (variant.name, penalty): (*shared, *spec.annotate, *variant.settings, f"reward.penalty={penalty}")
+        for variant in spec.variants for penalty in spec.penalties
+    }  # fmt: skip
+    if not spec.algorithm.online:  # one shared dataset, re-annotated per variant; online cells annotate their own
+        for (variant, penalty), items in settings.items():
+            _annotate(dataset, label_set_name(variant, penalty), items, spec.workers, echo, progress)
     tasks = [
         CellTask(
-            out=str(out), variant=variant.name, penalty=penalty, seed=seed, label_set=label_sets[variant.name, penalty],
+            out=str(out), variant=variant.name, penalty=penalty, seed=seed, label_set=label_set_name(variant.name, penalty),
             dataset=dataset, config=_train_config(spec, seed), scenarios=spec.evaluation.scenarios,
             episodes=spec.evaluation.episodes, eval_seed=spec.evaluation.seed, max_steps=spec.evaluation.max_steps,
+            online=spec.algorithm.online, annotate=settings[variant.name, penalty],
         )
         for penalty in spec.penalties for variant in spec.variants for seed in spec.seeds
     ]  # fmt: skip
@@ -105,27 +110,25 @@ def _dataset(spec: ExperimentSpec, out: Path, echo: Echo) -> str:
     return url
 
 
-def _annotate(
-    spec: ExperimentSpec, dataset: str, variant: VariantSpec, penalty: float, models: tuple[str, ...], echo: Echo, progress: bool
-) -> str:
-    name = label_set_name(variant.name, penalty)
-    config = load_config(None, [*models, *spec.annotate, *variant.settings, f"reward.penalty={penalty}"])
-    summary = annotate_dataset(dataset, config, RunOptions(label_set=name, workers=spec.workers, progress=progress))
+def _annotate(dataset: str, name: str, settings: tuple[str, ...], workers: int, echo: Echo, progress: bool) -> None:
+    summary = annotate_dataset(dataset, load_config(None, settings), RunOptions(label_set=name, workers=workers, progress=progress))
     if summary.failed:
         raise RuntimeError(f"annotating {name} failed for {len(summary.failed)} shard(s): {next(iter(summary.failed.values()))}")
     echo(f"label set {name}: {summary.done} shard(s) labelled, {summary.skipped} up to date")
-    return name
 
 
 def _train_config(spec: ExperimentSpec, seed: int) -> TrainConfig:
     """The cells' training settings: the spec's ``algorithm.train`` items, its budget, the cell's seed, one
-    torch thread per cell (cells run side by side in worker processes) and one checkpoint per evaluation."""
+    torch thread per cell (cells run side by side in worker processes) and one checkpoint (offline) or round
+    (online) per evaluation."""
     algorithm = spec.algorithm
     settings = overrides(TrainConfig, algorithm.train, "algorithm.train")
-    budget = {
-        "algo": algorithm.name, "offline_steps": algorithm.steps, "seed": seed, "torch_threads": 1,
-        "checkpoint_every": -(-algorithm.steps // spec.evaluation.checkpoints),
-    }  # fmt: skip
+    budget = {"algo": algorithm.name, "seed": seed, "torch_threads": 1}
+    if algorithm.online:  # one round per evaluation
+        rounds = spec.evaluation.checkpoints
+        budget |= {"rounds": rounds, "steps_per_round": -(-algorithm.steps // rounds), "max_episode_steps": spec.evaluation.max_steps}
+    else:
+        budget |= {"offline_steps": algorithm.steps, "checkpoint_every": -(-algorithm.steps // spec.evaluation.checkpoints)}
     return TrainConfig.from_dict({**settings, **budget}, "algorithm.train")
 
 

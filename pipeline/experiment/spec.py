@@ -114,15 +114,21 @@ class VariantSpec:
 
 @dataclass(frozen=True)
 class AlgorithmSpec:
-    """How each cell trains: an offline algorithm on the shared dataset (``pipeline train --offline``)."""
+    """How each cell trains. Offline (default): ``name`` (any of ``train.ALGORITHMS``) for ``steps`` gradient
+    updates on the shared dataset's label set. Online (``online: true``, SAC only): ``steps`` environment steps
+    in rounds, each cell collecting into its own dataset, annotated in the background with its variant's
+    settings (``pipeline train`` without ``--offline``); the rounds are the evaluation checkpoints."""
 
     name: str = "td3+bc"
     steps: int = 2000
+    online: bool = False
     train: tuple[str, ...] = ()  # more TrainConfig settings, as `pipeline train --set` items
 
     def __post_init__(self) -> None:
         if self.name not in ALGORITHMS:
             raise ValueError(f"algorithm.name: unknown algorithm {self.name!r}; known: {list(ALGORITHMS)}")
+        if self.online and self.name != "sac":
+            raise ValueError(f"algorithm.name: online rounds train sac (it samples its own exploration), not {self.name!r}")
         if self.steps < 1:
             raise ValueError("algorithm.steps must be >= 1")
 

@@ -17,6 +17,8 @@ import yaml
 from click.testing import CliRunner
 
 from annotate import load_config
+from data_schema import Dataset
+from data_schema.naming import shard_name_pattern
 from pipeline.cli import main
 from pipeline.experiment import run as run_module
 from pipeline.experiment.models import reward_models
@@ -54,6 +56,7 @@ def write_spec(path: Path, **changes) -> Path:
         ({"variants": ["hand-built", "fullish"]}, "unknown preset 'fullish'"),
         ({"variants": [{"name": "mine", "preset": "clip-only"}]}, "unknown preset 'clip-only'"),
         ({"algorithm": {"name": "ppo", "steps": 4}}, "unknown algorithm 'ppo'"),
+        ({"algorithm": {"name": "td3+bc", "steps": 4, "online": True}}, "online rounds train sac"),
         ({"penalties": [5]}, "penalties"),
         ({"seeds": [0, 0]}, "seeds"),
         ({"evaluation": {"episodes": 0}}, "evaluation"),
@@ -99,6 +102,23 @@ def test_the_models_are_tuned_on_the_experiments_dataset_once(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (clip / "model.safetensors", vlm_dir / "finetune.json")}
     assert reward_models(spec, out, dataset, echo=lambda line: None, progress=False) == settings
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # a rerun trains nothing
+
+
+@pytest.mark.slow
+def test_online_cells_collect_and_annotate_their_own_data_and_are_evaluated_each_round(tmp_path):
+    algorithm = {"name": "sac", "steps": 40, "online": True, "train": [*TINY_TRAIN, "learning_starts=10", "episodes_per_shard=1"]}
+    spec, out = write_spec(tmp_path / "spec.yaml", algorithm=algorithm, seeds=[0]), tmp_path / "out"
+    result = CliRunner().invoke(main, ["experiment", str(spec), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    here = out / "cells" / "hand-built-p10" / "seed0"
+    cell = json.loads((here / "result.json").read_text())
+    state = json.loads((here / "run" / "state.json").read_text())
+    assert state["round"] == 2 and state["env_steps"] >= 40 and state["grad_steps"] > 0
+    assert [point["grad_steps"] for point in cell["curve"]][-1] == state["grad_steps"] and len(cell["curve"]) == 2  # one per round
+    own = Dataset.open(str(here / "dataset"))
+    assert own.shards() and own.label_set("hand-built-p10").labelled() == own.shards()  # annotated in the background
+    assert all(shard_name_pattern("seed0").fullmatch(name) for name in own.shards())  # the cell's own run
+    assert Dataset.open(str(out / "dataset")).label_sets() == []  # the shared dataset only trains the models
 
 
 def _cell(variant: str, penalty: float, seed: int, rng: np.random.Generator) -> dict:
