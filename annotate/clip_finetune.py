@@ -80,7 +80,7 @@ class FinetuneConfig:
 
     model: str = DEFAULT_MODEL
     init: str = "none"
-    epochs: int = 4
+    epochs: int = 10  # from random weights the held-out AUROC still rises from 3 (0.80) to 10 epochs (0.93): bench.clip
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.1

@@ -34,7 +34,7 @@ DEMO_COLLECTION = (
 #: The demo's BEV CLIP fine-tune: the shipped BEV architecture from random weights, on one core. At 3 epochs it
 #: was still underfit (held-out AUROC for any hazard 0.80 with the demo's prompts, 0.93 at 10; bench.clip), and
 #: 10 epochs on the demo's 12k frames take under 3 minutes.
-DEMO_FINETUNE = FinetuneConfig(epochs=10, threads=1)
+DEMO_FINETUNE = FinetuneConfig(threads=1)
 #: Fine-tuning steps of the demo's tiny VLM: enough to learn the answer's form, about a minute on two free CPU cores.
 DEMO_VLM_STEPS = 100
 
