@@ -46,7 +46,7 @@ from data_schema.risk import RiskRule
 from annotate.vlm.tiny import TinyQwen3VL, build_tiny_qwen3_vl
 from annotate.vlm.transformers_backend import chat_inputs
 
-__all__ = ["FINETUNE_RECORD", "FinetuneConfig", "FinetuneRecord", "finetune", "finetune_on_dataset", "read_record"]
+__all__ = ["FINETUNE_RECORD", "FinetuneConfig", "FinetuneRecord", "answer_loss", "finetune", "finetune_on_dataset", "read_record"]
 
 #: The record of a finished fine-tune inside the model directory.
 FINETUNE_RECORD = "finetune.json"
@@ -242,6 +242,12 @@ def finetune(
     _save_model(out, model, processor, record)
     shutil.rmtree(state_dir, ignore_errors=True)
     return record
+
+
+def answer_loss(model: Any, processor: Any, vlm: VlmConfig, windows: Sequence[GatedWindow], batch_size: int = 8) -> float:
+    """Mean loss per answer token of ``model`` on ``windows``, with the request fine-tuning trains on: what
+    tells whether a tuned model uses its frames (compare with the same windows' frames swapped)."""
+    return _Examples(processor, vlm, next(model.parameters()).device).loss(model, windows, batch_size)
 
 
 class _Examples:

@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from annotate.shard_frames import ShardFrames
 from annotate.vlm import VlmConfig, make_vlm_backend
@@ -90,6 +91,11 @@ def test_finetuning_lowers_the_held_out_loss_and_the_model_answers_through_the_b
     backend = make_vlm_backend(VlmConfig(backend="transformers", model=str(out), prompt=TEST_PROMPT, device="cpu", max_new_tokens=96))
     answers = backend.assess([list(w.frames) for w in held[:4]])
     assert all(a.ok and a.attempts == 1 for a in answers)
+    # the loss the record reports is what answer_loss measures on the same held-out sample
+    model, processor = AutoModelForImageTextToText.from_pretrained(out), AutoProcessor.from_pretrained(out)
+    sample = sft._eval_sample(held, small().eval_windows, small().seed)
+    measured = sft.answer_loss(model, processor, VlmConfig(prompt=TEST_PROMPT), sample, small().batch_size)
+    assert measured == pytest.approx(record.held_out_loss_after, rel=1e-3)
     # a rerun with the same settings finds the model done; other settings are refused, not mixed in
     assert finetune(walker_dataset, train, held, out, small(), VlmConfig(prompt=TEST_PROMPT), {"dataset": "walkers"}, progress=False) == record
     with pytest.raises(ValueError, match="other settings"):
