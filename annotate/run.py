@@ -77,6 +77,8 @@ class RunSummary:
     #: torch threads of each worker, read back from the worker once its models loaded.
     worker_threads: dict[str, int] = field(default_factory=dict)
     stats: list[ShardStats] = field(default_factory=list)
+    #: The gate decided from the scene's agents: the very corridor test its quality is measured with.
+    gate_from_scene: bool = True
 
     def add(self, stats: ShardStats) -> None:
         self.stats.append(stats)
@@ -133,8 +135,9 @@ class RunSummary:
             f"{len(self.failed)} failed, {f'{len(self.bad)} unreadable, ' if self.bad else ''}of {self.shards}",
             f"frames {self.frames} in {self.seconds:.1f} s ({rate:.1f} frames/s, {self.startup_seconds:.1f} s of it starting "
             f"workers and models); images encoded {self.total('images_encoded')}, embeddings from cache {self.total('embedding_cache_hits')}",
-            f"gate: {self.gated} frames ({pct(self.gate_share)}), recall {pct(self.gate_quality.recall)}, precision "
-            f"{pct(self.gate_quality.precision)} against the scene ground truth",
+            f"gate: {self.gated} frames ({pct(self.gate_share)}), "
+            + ("from the scene's agents (the ground truth itself: recall and precision are 1 by construction)" if self.gate_from_scene
+               else f"recall {pct(self.gate_quality.recall)}, precision {pct(self.gate_quality.precision)} against the scene ground truth"),
             f"VLM: {self.total('vlm_calls')} call(s), {self.total('vlm_ok')} valid answer(s) for gated frames, "
             f"{self.total('vlm_cache_hits')} from cache",
             f"workers: {len(self.worker_threads)}, torch threads per worker: "
@@ -160,7 +163,8 @@ def annotate_dataset(dataset_url: str, config: AnnotateConfig, options: RunOptio
         _clean_caches(dataset, config, ids)
         todo, skipped = label_set.plan(dataset, labels, digest, options.force)
         summary = RunSummary(
-            options.label_set, digest, shards=len(todo) + len(skipped), skipped=len(skipped), worker_threads=worker_threads
+            options.label_set, digest, shards=len(todo) + len(skipped), skipped=len(skipped), worker_threads=worker_threads,
+            gate_from_scene=not camera,
         )
         summary.startup_seconds = time.perf_counter() - started
         url = dataset.fs.unstrip_protocol(dataset.path)
