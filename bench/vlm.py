@@ -2,7 +2,7 @@
 batched against one window per call; with ``--dataset``, the fine-tune's time and its held-out figures.
 
     python -m bench.vlm [--model PATH] [--windows 16] [--batch 8] [--max-new-tokens 160] [--threads 1]
-    python -m bench.vlm --dataset DS --steps 1500 [--eval-windows 300] [--out DIR]
+    python -m bench.vlm --dataset DS [--steps 3000] [--eval-windows 300] [--out DIR]
 
 Without ``--model`` the backend figures use a tiny random Qwen3-VL (``annotate.vlm.tiny``), so they show the
 backend's own overhead (processor, chat template, generate loop, grammar masks, parsing) more than model
@@ -89,6 +89,10 @@ def _finetune(args: argparse.Namespace, out: Path) -> None:
     print(f"fine-tune: {args.steps} steps in {record.seconds:.0f} s of training ({time.perf_counter() - start:.0f} s with data "
           f"and loss checks); {record.train_windows} training windows from {len(record.train_episodes)} episodes; held-out "
           f"loss per answer token {record.held_out_loss_before:.3f} -> {record.held_out_loss_after:.3f}")  # fmt: skip
+    if record.vision_warmup is not None:
+        probe = record.vision_warmup
+        print(f"vision warm-up: {probe['seconds']:.0f} s; its probe on held-out windows: hazard accuracy {probe['hazard_accuracy']:.3f} "
+              f"(majority {probe['hazard_majority']:.3f}), risk correlation {probe['risk_correlation']:.3f}")  # fmt: skip
     settings = load_config()
     corridor = settings.gate.corridor
     windows = gated_windows(Dataset.open(args.dataset), record.request["window"], corridor, TargetRule(risk=RiskRule(corridor=corridor)),
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="saved image-text-to-text model directory (default: tiny random Qwen3-VL)")
     parser.add_argument("--dataset", help="fine-tune the tiny model on this dataset first, and measure it")
-    parser.add_argument("--steps", type=int, default=1500, help="fine-tuning steps (with --dataset)")
+    parser.add_argument("--steps", type=int, default=3000, help="fine-tuning steps (with --dataset)")
     parser.add_argument("--eval-windows", type=int, default=300, help="held-out windows measured (with --dataset)")
     parser.add_argument("--out", help="where the tuned model goes (with --dataset; default a temp dir)")
     parser.add_argument("--windows", type=int, default=16)

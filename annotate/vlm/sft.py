@@ -4,11 +4,13 @@ Each example is the request annotation sends (annotate's messages through the mo
 :func:`~annotate.vlm.transformers_backend.chat_inputs`) followed by the target answer in the compact form
 constrained decoding writes, then the end-of-turn token; the loss counts the answer tokens only. A real
 model is tuned with LoRA adapters on all its linear layers (merged into the weights at the end); the tiny
-base is trained whole.
+base is trained whole, after a warm-up of its vision tower (:mod:`annotate.vlm.vision_warmup`), which then
+stays frozen.
 
 The run is resumable: every ``checkpoint_every`` steps the trainable weights, the optimizer and the step are
 written atomically to ``OUT/train_state/``; batches are a seeded function of the step, so a resumed run
-continues exactly where the killed one stopped. The finished model is a plain transformers model directory
+continues exactly where the killed one stopped (the vision warm-up is one unit: its tower is written when it
+ends, and a run killed during it warms up again). The finished model is a plain transformers model directory
 (``config.json``, safetensors weights, processor, chat template) that ``vlm.backend=transformers``,
 ``transformers serve`` and ``vllm serve`` load, with ``finetune.json`` written last as its record.
 """
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -45,6 +48,7 @@ from annotate.vlm.targets import TargetRule
 from data_schema.risk import RiskRule
 from annotate.vlm.tiny import TinyQwen3VL, build_tiny_qwen3_vl
 from annotate.vlm.transformers_backend import chat_inputs
+from annotate.vlm.vision_warmup import vision_tower, warm_up_vision
 
 __all__ = ["FINETUNE_RECORD", "FinetuneConfig", "FinetuneRecord", "answer_loss", "finetune", "finetune_on_dataset", "read_record"]
 
@@ -54,6 +58,8 @@ RECORD_FORMAT = "drive-vlm-rl vlm finetune"
 RECORD_VERSION = 1
 METHODS = ("auto", "full", "lora")
 _STATE_DIR = "train_state"
+_VISION_TOWER = "vision_tower.safetensors"
+_VISION_SCORES = "vision_warmup.json"
 _IGNORE = -100
 
 
@@ -66,11 +72,13 @@ class FinetuneConfig:
     (rank ``lora_rank``, scale ``lora_alpha / lora_rank``). ``learning_rate`` None picks 1e-3 for whole
     training, 2e-4 for LoRA; it warms up linearly over ``warmup_steps``, then decays on a cosine to 0 at
     ``steps``. The held-out loss is measured on ``eval_windows`` held-out windows before and after training.
+    ``vision_steps`` of vision warm-up (batches of ``vision_batch_size`` windows) come first; None picks 800
+    for the tiny base, whose tower starts random, and 0 for a saved model, whose tower already reads images.
     """
 
     base: str = "tiny"
     method: str = "auto"
-    steps: int = 600
+    steps: int = 3000
     batch_size: int = 8
     learning_rate: float | None = None
     warmup_steps: int = 30
@@ -80,6 +88,8 @@ class FinetuneConfig:
     seed: int = 0
     checkpoint_every: int = 100
     eval_windows: int = 128
+    vision_steps: int | None = None
+    vision_batch_size: int = 32
     device: str = "auto"
     tiny: TinyQwen3VL = field(default_factory=TinyQwen3VL)
 
@@ -95,6 +105,8 @@ class FinetuneConfig:
             (0 < self.holdout < 1, "holdout", f"must be a share between 0 and 1, got {self.holdout}"),
             (self.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}"),
             (self.eval_windows >= 1, "eval_windows", f"must be >= 1, got {self.eval_windows}"),
+            (self.vision_steps is None or self.vision_steps >= 0, "vision_steps", f"must be >= 0, got {self.vision_steps}"),
+            (self.vision_batch_size >= 1, "vision_batch_size", f"must be >= 1, got {self.vision_batch_size}"),
         ]
         for ok, name, message in checks:
             if not ok:
@@ -103,6 +115,12 @@ class FinetuneConfig:
     @property
     def uses_lora(self) -> bool:
         return self.method == "lora" or (self.method == "auto" and self.base != "tiny")
+
+    @property
+    def vision_warmup_steps(self) -> int:
+        if self.vision_steps is not None:
+            return self.vision_steps
+        return 800 if self.base == "tiny" else 0
 
     @property
     def lr(self) -> float:
@@ -124,6 +142,8 @@ class FinetuneRecord:
     train_loss_last: float
     seconds: float
     created: str
+    #: How well the warmed-up vision tower's probe read held-out windows (ProbeScores); None without a warm-up.
+    vision_warmup: dict[str, Any] | None = None
 
     @property
     def request(self) -> dict[str, Any]:
@@ -191,6 +211,8 @@ def finetune(
     if getattr(processor, "chat_template", None) is None:
         raise ValueError(f"{base}: the processor has no chat template")
     model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32, local_files_only=True).to(device)
+    eval_set = _eval_sample(held_out, config.eval_windows, config.seed)
+    vision_scores = _warmed_up_vision(model, processor, train, eval_set, config, vlm, state_dir, spec_hash, progress, log)
     if config.uses_lora:
         model = _with_lora(model, config)
     examples = _Examples(processor, vlm, device)
@@ -198,7 +220,6 @@ def finetune(
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
 
     state = _load_state(state_dir, model, optimizer)
-    eval_set = _eval_sample(held_out, config.eval_windows, config.seed)
     if state is None:
         state = {"step": 0, "held_out_loss_before": examples.loss(model, eval_set, config.batch_size), "train_losses": []}
     elif state["step"] > 0:
@@ -238,6 +259,7 @@ def finetune(
         train_loss_last=float(np.mean(state["train_losses"][-20:])),
         seconds=state["seconds"],
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        vision_warmup=vision_scores,
     )  # fmt: skip
     _save_model(out, model, processor, record)
     shutil.rmtree(state_dir, ignore_errors=True)
@@ -367,6 +389,33 @@ def _eval_sample(windows: Sequence[GatedWindow], count: int, seed: int) -> list[
 
 def _autocast(device: torch.device) -> Any:
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+def _warmed_up_vision(
+    model: Any, processor: Any, train: Sequence[GatedWindow], eval_set: Sequence[GatedWindow], config: FinetuneConfig,
+    vlm: VlmConfig, state_dir: Path, spec_hash: str, progress: bool, log: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """Warm the vision tower up and freeze it, or load the tower an earlier run of this fine-tune warmed up;
+    the probe's held-out scores, None when there is no warm-up."""  # fmt: skip
+    if config.vision_warmup_steps == 0:
+        return None
+    tower_file, scores_file = state_dir / _VISION_TOWER, state_dir / _VISION_SCORES
+    if tower_file.is_file() and scores_file.is_file():
+        tower = vision_tower(model)
+        tower.load_state_dict(load_file(tower_file, device=str(next(tower.parameters()).device)))
+        tower.requires_grad_(False)
+        return json.loads(scores_file.read_text())
+    scores = warm_up_vision(
+        model, processor, train, eval_set, config.vision_warmup_steps, config.vision_batch_size,
+        seed=config.seed, max_side=vlm.max_image_side, progress=progress,
+    ).as_dict()  # fmt: skip
+    log(f"vision warm-up: {config.vision_warmup_steps} steps in {scores['seconds']:.0f} s; the tower is frozen from here")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(state_dir / "spec_hash", spec_hash)
+    with atomic_path(tower_file) as tmp:
+        save_file({name: t.detach().cpu().contiguous() for name, t in vision_tower(model).state_dict().items()}, str(tmp))
+    atomic_write_text(scores_file, json.dumps(scores))
+    return scores
 
 
 def _check_state(state_dir: Path, spec_hash: str) -> None:

@@ -31,10 +31,12 @@ import pyarrow as pa
 from data_schema.groundtruth import footprint_reach
 from data_schema.risk import RiskRule, agent_gaps, agent_motion, main_hazards
 
-__all__ = ["CLEAR_ROAD", "TargetRule", "answer_targets"]
+__all__ = ["AGENT_NOUNS", "CLEAR_ROAD", "TargetRule", "answer_targets"]
 
 CLEAR_ROAD = "The road ahead is clear."
 _NOUNS = {"vehicle": "car", "pedestrian": "pedestrian", "cyclist": "cyclist", "motorcycle": "motorcycle", "static": "obstacle"}
+#: The nouns a description names a road user by.
+AGENT_NOUNS = tuple(_NOUNS.values())
 _DOING = {
     "crossing_from_left": "is crossing from the left",
     "crossing_from_right": "is crossing from the right",

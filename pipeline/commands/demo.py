@@ -37,6 +37,9 @@ DEMO_COLLECTION = (
 DEMO_FINETUNE = FinetuneConfig(threads=1)
 #: Fine-tuning steps of the demo's tiny VLM: enough to learn the answer's form, about a minute on two free CPU cores.
 DEMO_VLM_STEPS = 100
+#: No vision warm-up in the demo: a tiny VLM that reads its frames needs the warm-up and about 3,000 steps (15
+#: minutes on two cores, README), which do not fit the demo; 100 steps without it learn the answer's form.
+DEMO_VLM_VISION_STEPS = 0
 
 
 @click.command("demo")
@@ -137,7 +140,7 @@ def _tuned_vlm(ctx: click.Context, dataset: str, out: Path, steps: int) -> tuple
         return ("vlm.backend=none",)
     try:
         ctx.invoke(vlm_finetune_command, dataset=dataset, base="tiny", out_dir=str(out), steps=steps, batch_size=8, learning_rate=None,
-                   method="auto", lora_rank=16, holdout=0.2, seed=0, device="cpu", threads=None, config_file=None,
+                   method="auto", lora_rank=16, holdout=0.2, vision_steps=DEMO_VLM_VISION_STEPS, seed=0, device="cpu", threads=None, config_file=None,
                    overrides=("gate.source=scene",))  # fmt: skip
     except click.ClickException as error:
         click.secho(f"VLM: not tuned ({error.message}); annotating without the dynamic pathway", fg="yellow")

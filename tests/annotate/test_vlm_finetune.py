@@ -54,7 +54,7 @@ def split(dataset: Dataset):
 
 def small(**changes) -> FinetuneConfig:
     return FinetuneConfig(**{"tiny": TEST_SIZE, "steps": 30, "batch_size": 4, "learning_rate": 5e-3, "warmup_steps": 5,
-                             "eval_windows": 16, "device": "cpu", **changes})
+                             "eval_windows": 16, "vision_steps": 4, "vision_batch_size": 4, "device": "cpu", **changes})
 
 
 def test_windows_are_annotates_windows_with_their_targets(walker_dataset):
@@ -87,6 +87,7 @@ def test_finetuning_lowers_the_held_out_loss_and_the_model_answers_through_the_b
     record = finetune(walker_dataset, train, held, out, small(), VlmConfig(prompt=TEST_PROMPT), {"dataset": "walkers"}, progress=False)
     assert record.held_out_loss_after < 0.5 * record.held_out_loss_before
     assert read_record(out) == record and record.request["prompt"] == TEST_PROMPT
+    assert record.vision_warmup["windows"] == small().eval_windows and 0 <= record.vision_warmup["hazard_accuracy"] <= 1
     assert (out / "config.json").is_file() and not (out / "train_state").exists()
     backend = make_vlm_backend(VlmConfig(backend="transformers", model=str(out), prompt=TEST_PROMPT, device="cpu", max_new_tokens=96))
     answers = backend.assess([list(w.frames) for w in held[:4]])
@@ -120,13 +121,16 @@ def test_a_killed_finetune_resumes_where_it_stopped_and_ends_as_an_unbroken_one(
     monkeypatch.setattr(sft, "_save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         finetune(walker_dataset, train, held, tmp_path / "killed", config, *args, progress=False)
+    warmed_tower = load_file(tmp_path / "killed" / "train_state" / sft._VISION_TOWER)
     monkeypatch.setattr(sft, "_save_state", real_save)
     said = []
     finetune(walker_dataset, train, held, tmp_path / "killed", config, *args, progress=False, log=said.append)
-    assert said == ["resuming from step 8 of 12"]
+    assert said == ["resuming from step 8 of 12"]  # the warmed-up tower is loaded, not warmed up again
     whole, resumed = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
     assert whole.keys() == resumed.keys()
     assert all(torch.allclose(whole[k], resumed[k]) for k in whole)
+    # the fine-tune after the warm-up leaves the tower as the warm-up left it
+    assert all(torch.equal(resumed[f"model.visual.{k}"], v) for k, v in warmed_tower.items())
 
 
 def test_lora_adapters_train_and_are_merged_into_a_plain_model(walker_dataset, tmp_path):
@@ -147,7 +151,7 @@ def test_lora_adapters_train_and_are_merged_into_a_plain_model(walker_dataset, t
 def test_the_commands_finetune_then_measure(walker_dataset, tmp_path):
     out = tmp_path / "cli-model"
     runner = CliRunner()
-    args = ["vlm", "finetune", walker_dataset.url, "--out", str(out), "--steps", "2", "--threads", "1", "--holdout", "0.25",
+    args = ["vlm", "finetune", walker_dataset.url, "--out", str(out), "--steps", "2", "--vision-steps", "2", "--threads", "1", "--holdout", "0.25",
             "--set", f"vlm.prompt={TEST_PROMPT}"]  # fmt: skip
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output

@@ -89,7 +89,7 @@ def test_given_models_are_used_as_they_are(tmp_path):
 
 @pytest.mark.slow
 def test_the_models_are_tuned_on_the_experiments_dataset_once(tmp_path):
-    vlm = ["steps=2", "batch_size=2", "eval_windows=2", "warmup_steps=0", "device=cpu"]
+    vlm = ["steps=2", "batch_size=2", "eval_windows=2", "warmup_steps=0", "vision_steps=2", "vision_batch_size=2", "device=cpu"]
     spec = load_spec(write_spec(tmp_path / "spec.yaml", variants=["full"], models={"clip_finetune": TINY_CLIP, "vlm_finetune": vlm}))
     out = tmp_path / "out"
     dataset = run_module._dataset(spec, out, echo=lambda line: None)
