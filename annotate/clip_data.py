@@ -24,7 +24,7 @@ from tqdm import tqdm
 from annotate.captions import CAPTION_COLUMNS, Sentence, captions
 from data_schema.dataset import Dataset
 from data_schema.errors import DatasetError
-from data_schema.groundtruth import HAZARD_KINDS, HazardRule, hazards
+from data_schema.groundtruth import HAZARD_KINDS, HazardRule, hazard_sources
 from data_schema.images import decode_image
 
 __all__ = ["ClipFrames", "EpisodeSplit", "SentencePool", "load_frames", "scan"]
@@ -76,6 +76,8 @@ class ClipFrames:
     hazards: dict[str, np.ndarray]
     heldout: np.ndarray
     frames: np.ndarray | None = None
+    #: Per row, the kind of the nearest critical road user in the corridor ("" without one); None if not known.
+    critical_kind: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.step)
@@ -155,7 +157,8 @@ def scan(dataset: Dataset, split: EpisodeSplit, rule: HazardRule = HazardRule(),
             f"{dataset.url}: no frame has any agents (the simulator's ground truth), so there is nothing to caption "
             "or to evaluate against; collect with a backend that records agents"
         )
-    found = hazards(table, rule)
+    sources = hazard_sources(table, rule)
+    found = sources.kinds()
     if not found["any"].any():
         raise DatasetError(
             f"{dataset.url}: none of its {table.num_rows} frames has a hazard (a road user in the corridor, a vehicle "
@@ -166,7 +169,7 @@ def scan(dataset: Dataset, split: EpisodeSplit, rule: HazardRule = HazardRule(),
     heldout = split.heldout(episode_id, table.column("policy").to_numpy(zero_copy_only=False))
     return ClipFrames(
         dataset.url, shards, episode_id, table.column("step").to_numpy(), captions(table, rule),
-        {kind: found[kind] for kind in HAZARD_KINDS}, heldout,
+        {kind: found[kind] for kind in HAZARD_KINDS}, heldout, critical_kind=sources.critical_kind(),
     )  # fmt: skip
 
 

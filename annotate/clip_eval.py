@@ -2,7 +2,9 @@
 
 For each pair of language goals, the static reward ``r_static = sim(bev, positive) - sim(bev, negative)``
 (alpha = beta = 1) of every evaluated frame is ranked against the hazards of ``data_schema.groundtruth``:
-AUROC per hazard kind (``data_schema.ranking``), the score's quantiles on safe and dangerous frames, and the
+AUROC per hazard kind (``data_schema.ranking``) and per kind of critical road user in the corridor (a prompt
+that names only cyclists is judged on cyclist frames as well as on all), the score's quantiles on safe and
+dangerous frames, and the
 theta range that maps most dangerous frames to semantic 0 and most safe ones to 1. Text-to-image
 retrieval (does a frame's lead sentence, its hazard or a clear road, rank first a frame it describes) says
 whether the image and text towers agree beyond the hazard prompts.
@@ -114,6 +116,7 @@ def evaluate_clip(pathway: StaticPathway, data: ClipFrames, rows: np.ndarray, pr
     images = pathway.encode_images(list(data.frames[rows]))
     kinds = {kind: flags[rows] for kind, flags in data.hazards.items()}
     texts = pathway.encode_texts([text for pair in prompts for text in (pair.positive, pair.negative)])
+    road_users = _road_users(data, rows)
     scores, per_pair = {}, {}
     for i, pair in enumerate(prompts):
         similarity = images @ texts[2 * i : 2 * i + 2].T
@@ -123,14 +126,26 @@ def evaluate_clip(pathway: StaticPathway, data: ClipFrames, rows: np.ndarray, pr
             "positive": pair.positive, "negative": pair.negative, "group": pair.group,
             "auroc": hazard_auroc(score, kinds), "r_static": _quantiles(score, kinds["any"]), "theta": _theta(score, kinds["any"]),
         }  # fmt: skip
+        if road_users:
+            per_pair[pair.name]["auroc_by_road_user"] = {k: v for k, v in hazard_auroc(score, {"any": kinds["any"], **road_users}).items() if k != "any"}
     leads = [data.captions[r][0].text for r in rows]
     summary = {
         "frames": len(rows),
         "hazard_frames": {kind: int(flags.sum()) for kind, flags in kinds.items()},
+        "road_user_frames": {kind: int(flags.sum()) for kind, flags in road_users.items()},
         "prompts": per_pair,
         "retrieval": _retrieval(images, leads, pathway, seed),
     }
     return ClipEvaluation(summary, scores, kinds)
+
+
+def _road_users(data: ClipFrames, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Per kind of critical road user in the corridor (pedestrian, cyclist, ...), its frames among ``rows``: a
+    prompt that names one kind is judged on that kind's frames too."""
+    if data.critical_kind is None:
+        return {}
+    named = data.critical_kind[rows]
+    return {kind: named == kind for kind in sorted(set(named.tolist()) - {""})}
 
 
 def _quantiles(score: np.ndarray, danger: np.ndarray) -> dict[str, dict[str, float] | None]:

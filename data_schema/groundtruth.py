@@ -199,6 +199,13 @@ class HazardSources:
     vehicle: np.ndarray
     event_row: np.ndarray
 
+    def critical_kind(self) -> np.ndarray:
+        """Per row, the kind of its nearest critical road user in the corridor (``"pedestrian"``, ...), ``""`` without one."""
+        out = np.full(len(self.critical), "", dtype=object)
+        has = self.critical >= 0
+        out[has] = np.asarray(self.fields["kind"], dtype=object)[self.critical[has]]
+        return out.astype(str)
+
     def kinds(self) -> dict[str, np.ndarray]:
         """Per row, one bool array per ``HAZARD_KINDS`` entry."""
         critical, close, soon = self.critical >= 0, self.vehicle >= 0, self.event_row >= 0

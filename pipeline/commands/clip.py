@@ -123,7 +123,8 @@ def eval_command(dataset: str, clip_checkpoint: str, clip_model: str | None, ext
     """How well the static pathway's score separates dangerous frames of DATASET from clear ones.
 
     Per pair of language goals: AUROC of r_static = sim(positive) - sim(negative) for each hazard kind (a critical
-    road user in the corridor, a vehicle within braking distance, a collision or leaving the road within 1 s, any),
+    road user in the corridor, a vehicle within braking distance, a collision or leaving the road within 1 s, any)
+    and per kind of critical road user (pedestrian, cyclist, ...: a prompt naming one kind is judged on its frames),
     its quantiles on safe and dangerous frames, and text-to-image retrieval accuracy of the frames' own captions.
     """
     import torch
@@ -174,10 +175,15 @@ def _echo_summary(summary: dict) -> None:
     click.echo(
         f"held-out frames {summary['frames']:,}: " + ", ".join(f"{kind} {count:,}" for kind, count in hazards.items())
     )
+    if summary.get("road_user_frames"):
+        click.echo("  critical road users in the corridor: " + ", ".join(f"{kind} {count:,}" for kind, count in summary["road_user_frames"].items()))
     click.echo(f"{'AUROC of r_static':<28} {'critical_agent':>14} {'vehicle_close':>14} {'event_soon':>11} {'any':>7}   prompts")
     for name, pair in summary["prompts"].items():
         values = " ".join(f"{_num(pair['auroc'][k]):>{w}}" for k, w in (("critical_agent", 14), ("vehicle_close", 14), ("event_soon", 11), ("any", 7)))
         click.echo(f"{name:<28} {values}   {pair['positive']!r} vs {pair['negative']!r}")
+        by_user = pair.get("auroc_by_road_user", {})
+        if by_user:
+            click.echo(f"{'':<28} by road user in the corridor: " + ", ".join(f"{kind} {_num(value)}" for kind, value in by_user.items()))
     retrieval = summary["retrieval"]
     click.echo(
         f"text-to-image retrieval in groups of {retrieval['group']}: top-1 {_num(retrieval['top1'])}, top-5 {_num(retrieval['top5'])} "

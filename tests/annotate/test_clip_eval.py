@@ -66,3 +66,27 @@ def test_theta_falls_back_to_the_medians_and_is_none_where_danger_does_not_rank_
     assert swapped.summary["prompts"]["swapped"]["theta"] is None
     assert swapped.summary["prompts"]["swapped"]["auroc"]["any"] < 0.5
 
+
+
+def test_auroc_by_road_user_judges_a_prompt_on_the_kind_it_names():
+    """Planted: the score ranks pedestrian frames below safe ones, cyclist frames among them. Per road user the
+    AUROC says so (against an independent count of ordered pairs); over all dangerous frames it is in between."""
+    rng = np.random.default_rng(3)
+    kind = rng.choice(np.array(["", "pedestrian", "cyclist"]), size=300, p=[0.6, 0.25, 0.15])
+    danger = kind != ""
+    score = rng.normal(0, 1, 300) - 2.0 * (kind == "pedestrian")
+    pathway = PlantedPathway(np.stack([score, np.zeros(300)], axis=1))
+    data = frames(danger)
+    data.critical_kind = kind
+    result = evaluate_clip(pathway, data, np.arange(300), (PAIR,))
+    by_user = result.summary["prompts"]["planted"]["auroc_by_road_user"]
+    assert set(by_user) == {"pedestrian", "cyclist"}
+    assert result.summary["road_user_frames"] == {"cyclist": int((kind == "cyclist").sum()), "pedestrian": int((kind == "pedestrian").sum())}
+
+    def ordered_pairs(named: str) -> float:  # share of (dangerous, safe) pairs where the dangerous frame scores lower
+        low, safe = score[kind == named], score[~danger]
+        return float(((low[:, None] < safe[None, :]) + 0.5 * (low[:, None] == safe[None, :])).mean())
+
+    assert by_user["pedestrian"] == pytest.approx(ordered_pairs("pedestrian")) and by_user["pedestrian"] > 0.85
+    assert by_user["cyclist"] == pytest.approx(ordered_pairs("cyclist")) and abs(by_user["cyclist"] - 0.5) < 0.15
+    assert by_user["cyclist"] < result.summary["prompts"]["planted"]["auroc"]["any"] < by_user["pedestrian"]

@@ -224,6 +224,7 @@ def test_hazard_sources_name_the_nearest_agent_and_the_coming_event_behind_each_
     # gaps from the front bumper (2.25 m ahead of the centre) to each footprint's near side
     np.testing.assert_allclose(sources.gap_m[:3], [14.0 - 0.25 - 2.25, 9.0 - 2.25 - 2.25, 6.0 - 0.9 - 2.25], atol=1e-5)
     assert {k: v.tolist() for k, v in sources.kinds().items()} == {k: v.tolist() for k, v in hazards(table).items()}
+    assert sources.critical_kind().tolist() == ["cyclist", "", "", ""]
 
 
 def test_nearest_per_row_breaks_ties_by_agent_order():
