@@ -72,7 +72,7 @@ class FinetuneConfig:
     (rank ``lora_rank``, scale ``lora_alpha / lora_rank``). ``learning_rate`` None picks 1e-3 for whole
     training, 2e-4 for LoRA; it warms up linearly over ``warmup_steps``, then decays on a cosine to 0 at
     ``steps``. The held-out loss is measured on ``eval_windows`` held-out windows before and after training.
-    ``vision_steps`` of vision warm-up (batches of ``vision_batch_size`` windows) come first; None picks 800
+    ``vision_steps`` of vision warm-up (batches of ``vision_batch_size`` windows) come first; None picks 1500
     for the tiny base, whose tower starts random, and 0 for a saved model, whose tower already reads images.
     """
 
@@ -120,7 +120,7 @@ class FinetuneConfig:
     def vision_warmup_steps(self) -> int:
         if self.vision_steps is not None:
             return self.vision_steps
-        return 800 if self.base == "tiny" else 0
+        return 1500 if self.base == "tiny" else 0
 
     @property
     def lr(self) -> float:

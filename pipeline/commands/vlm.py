@@ -65,7 +65,7 @@ def vlm() -> None:
               show_default=True, help="Share of episodes held out for measuring (never trained on).")
 @click.option("--vision-steps", type=click.IntRange(min=0), default=None,
               help="Steps that warm the vision tower up on the answers' fields (hazard, risk, action, the road user's kind "
-                   "and distance) before the fine-tune, which then keeps it frozen. Default: 800 for --base tiny, whose "
+                   "and distance) before the fine-tune, which then keeps it frozen. Default: 1500 for --base tiny, whose "
                    "tower starts random; 0 for a model directory, whose tower already reads images.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
