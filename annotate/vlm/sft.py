@@ -58,6 +58,7 @@ RECORD_FORMAT = "drive-vlm-rl vlm finetune"
 RECORD_VERSION = 1
 METHODS = ("auto", "full", "lora")
 _STATE_DIR = "train_state"
+_SPEC_MARKER = "spec_hash"
 _VISION_TOWER = "vision_tower.safetensors"
 _VISION_SCORES = "vision_warmup.json"
 _IGNORE = -100
@@ -410,16 +411,21 @@ def _warmed_up_vision(
         seed=config.seed, max_side=vlm.max_image_side, progress=progress,
     ).as_dict()  # fmt: skip
     log(f"vision warm-up: {config.vision_warmup_steps} steps in {scores['seconds']:.0f} s; the tower is frozen from here")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(state_dir / "spec_hash", spec_hash)
+    _mark_state(state_dir, spec_hash)
     with atomic_path(tower_file) as tmp:
         save_file({name: t.detach().cpu().contiguous() for name, t in vision_tower(model).state_dict().items()}, str(tmp))
     atomic_write_text(scores_file, json.dumps(scores))
     return scores
 
 
+def _mark_state(state_dir: Path, spec_hash: str) -> None:
+    """Say which settings the files in ``state_dir`` belong to, before any of them is written."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(state_dir / _SPEC_MARKER, spec_hash)
+
+
 def _check_state(state_dir: Path, spec_hash: str) -> None:
-    marker = state_dir / "spec_hash"
+    marker = state_dir / _SPEC_MARKER
     if marker.is_file() and marker.read_text().strip() != spec_hash:
         raise ValueError(
             f"{state_dir} holds an unfinished fine-tune with other settings; rerun with those settings to resume it, "
@@ -433,8 +439,7 @@ def _trainable_state(model: Any) -> dict[str, torch.Tensor]:
 
 
 def _save_state(state_dir: Path, spec_hash: str, model: Any, optimizer: Any, state: dict[str, Any]) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(state_dir / "spec_hash", spec_hash)
+    _mark_state(state_dir, spec_hash)
     payload = {"model": _trainable_state(model), "optimizer": optimizer.state_dict(), "state": state}
     with atomic_path(state_dir / "state.pt") as tmp:
         torch.save(payload, tmp)
