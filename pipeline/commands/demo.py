@@ -21,6 +21,7 @@ from pipeline.commands.clip import run_finetune
 from pipeline.commands.collect import collect, info
 from pipeline.commands.evaluate import evaluate
 from pipeline.commands.train import train
+from pipeline.commands.vlm import eval_command as vlm_eval_command
 from pipeline.commands.vlm import finetune_command as vlm_finetune_command
 
 #: What the demo collects before training, per (policy, scenarios, seed): the expert's free driving, random
@@ -37,6 +38,8 @@ DEMO_COLLECTION = (
 DEMO_FINETUNE = FinetuneConfig(threads=1)
 #: Fine-tuning steps of the demo's tiny VLM: enough to learn the answer's form, about a minute on two free CPU cores.
 DEMO_VLM_STEPS = 100
+#: Held-out gated windows the demo's VLM is measured on, so its output says how well the VLM answers (seconds).
+DEMO_VLM_EVAL_WINDOWS = 200
 #: No vision warm-up in the demo: a tiny VLM that reads its frames needs the warm-up and about 3,000 steps (15
 #: minutes on two cores, README), which do not fit the demo; 100 steps without it learn the answer's form.
 DEMO_VLM_VISION_STEPS = 0
@@ -145,6 +148,8 @@ def _tuned_vlm(ctx: click.Context, dataset: str, out: Path, steps: int) -> tuple
     except click.ClickException as error:
         click.secho(f"VLM: not tuned ({error.message}); annotating without the dynamic pathway", fg="yellow")
         return ("vlm.backend=none",)
+    ctx.invoke(vlm_eval_command, dataset=dataset, model_dir=str(out), out_dir=None, max_windows=DEMO_VLM_EVAL_WINDOWS, examples=6,
+               threads=None, config_file=None, overrides=("gate.source=scene",))  # fmt: skip
     return ("vlm.backend=transformers", f"vlm.model={out}", "vlm.device=cpu", "vlm.batch_size=16")
 
 
