@@ -14,6 +14,8 @@ message saying so.
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +29,7 @@ from data_schema.errors import DatasetError
 from data_schema.groundtruth import HAZARD_KINDS, HazardRule, hazard_sources
 from data_schema.images import decode_image
 
-__all__ = ["ClipFrames", "EpisodeSplit", "SentencePool", "load_frames", "scan"]
+__all__ = ["ClipFrames", "EpisodeSplit", "SentencePool", "drop_words", "load_frames", "scan"]
 
 
 @dataclass(frozen=True)
@@ -117,11 +119,14 @@ class SentencePool:
     ``flat_mirrored`` the same sentences for the frame mirrored left to right.
     """
 
+    texts: tuple[str, ...]
+    tokenizer: Callable[[list[str]], torch.Tensor]
     tokens: torch.Tensor
     flat: np.ndarray
     flat_mirrored: np.ndarray
     start: np.ndarray
     count: np.ndarray
+    _idf: dict[str, float] | None = None
 
     @classmethod
     def of(cls, captions: list[list[Sentence]], tokenizer, leave_out: tuple[str, ...]) -> "SentencePool":
@@ -133,13 +138,53 @@ class SentencePool:
         flat = np.array([ids.setdefault(s.text, len(ids)) for row in kept for s in row], dtype=np.int64)
         flat_mirrored = np.array([ids.setdefault(s.mirrored, len(ids)) for row in kept for s in row], dtype=np.int64)
         start = np.r_[0, np.cumsum(count)[:-1]].astype(np.int64)
-        return cls(tokenizer(sorted(ids, key=ids.get)), flat, flat_mirrored, start, count)
+        texts = tuple(sorted(ids, key=ids.get))
+        return cls(texts, tokenizer, tokenizer(list(texts)), flat, flat_mirrored, start, count)
 
-    def draw(self, rows: np.ndarray, rng: np.random.Generator, mirrored: np.ndarray | None = None) -> torch.Tensor:
-        """Tokens of one sentence of each row's caption, drawn uniformly; of its mirrored form where ``mirrored``."""
+    def draw(self, rows: np.ndarray, rng: np.random.Generator, mirrored: np.ndarray | None = None, word_dropout: float = 0.0) -> torch.Tensor:
+        """Tokens of one sentence of each row's caption, drawn uniformly; of its mirrored form where ``mirrored``;
+        with about ``word_dropout`` of its words dropped (see :func:`drop_words`)."""
         pick = self.start[rows] + (rng.random(len(rows)) * self.count[rows]).astype(np.int64)
         ids = self.flat[pick] if mirrored is None else np.where(mirrored, self.flat_mirrored[pick], self.flat[pick])
-        return self.tokens[ids]
+        if word_dropout == 0.0:
+            return self.tokens[ids]
+        return self.tokenizer([drop_words(self.texts[i], word_dropout, rng, self.idf) for i in ids])
+
+    @property
+    def idf(self) -> dict[str, float]:
+        """Inverse document frequency of each word over the sentences as the captions use them."""
+        if self._idf is None:
+            df: dict[str, int] = {}
+            uses = np.bincount(np.r_[self.flat, self.flat_mirrored], minlength=len(self.texts))
+            for text, n in zip(self.texts, uses):
+                for word in set(_words(text)):
+                    df[word] = df.get(word, 0) + int(n)
+            object.__setattr__(self, "_idf", {w: math.log(uses.sum() / n) for w, n in df.items()})
+        return self._idf
+
+
+def drop_words(text: str, p: float, rng: np.random.Generator, idf: Mapping[str, float] | None = None) -> str:
+    """``text`` with about ``p`` of its words dropped; one word survives if all would go.
+
+    A text tower trained from random weights on a few templates otherwise keys on their syntax ("The car is
+    ..." begins the sentences of crashes) rather than on the words that carry meaning ("clear", "cyclist"), and
+    a new sentence built from those words lands by its syntax. With ``idf`` the common words go more often than
+    the rare ones, as in UDA's TF-IDF word replacement (the sentence's rarest word is always kept)."""
+    words = text.split()
+    if idf is None:
+        probs = np.full(len(words), p)
+    else:
+        weight = np.array([idf.get(w, 0.0) for w in _words(text)])
+        gap = weight.max() - weight
+        probs = np.minimum(p * gap / gap.mean(), 1.0) if gap.mean() > 0 else np.full(len(words), p)
+    kept = rng.random(len(words)) >= probs
+    if not kept.any():
+        kept[rng.integers(len(words))] = True
+    return " ".join(w for w, keep in zip(words, kept) if keep)
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(".,;:!?").lower() for w in text.split()]
 
 
 def scan(dataset: Dataset, split: EpisodeSplit, rule: HazardRule = HazardRule(), progress: bool = False) -> ClipFrames:

@@ -12,7 +12,8 @@ Each epoch draws as many samples as there are training frames, ``hazard_share`` 
 hazard (dangerous frames are a minority, and which of them a caption describes is what the static pathway
 must learn). Each sample's text is one sentence of its frame's caption (the static pathway's language goals
 are single sentences), drawn anew every epoch, leaving out the ego's speed, which a single frame does not
-show, and by default the road users that are no hazard. After every epoch the
+show, and by default the road users that are no hazard; half its words are dropped, common ones first, so that
+a new phrasing of a language goal is read by its telling words. After every epoch the
 model, optimiser and schedule are saved atomically; rerunning the same command resumes after the last
 complete epoch, and a finished run is not redone.
 """
@@ -58,6 +59,8 @@ FINGERPRINT_ATOL = 1e-5
 HELDOUT_DRAW = 2**31 - 1
 #: Settings that only say how to compute: a resumed run may change them.
 EXECUTION_SETTINGS = ("device", "threads")
+#: Settings added after the first cards were written, with the value that reproduces what those cards trained.
+LATER_SETTINGS = {"word_dropout": 0.0}
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ class FinetuneConfig:
       ``warmup_share`` of the steps, then cosine decay to 0), ``weight_decay`` (not on gains, biases, logit scale);
     * ``hazard_share``: share of each epoch's samples drawn from frames with a hazard; None keeps the data's own;
     * ``leave_out``: caption slots left out of the training text (``annotate.captions.CONTEXT_SLOTS``);
+    * ``word_dropout``: share of each training sentence's words dropped, the common ones more often than the rare
+      (``annotate.clip_data.drop_words``), so that the text tower learns what the telling words mean rather than
+      the templates' syntax and language goals phrased anew land by their words (0 keeps whole sentences);
     * ``mirror``: mirror half the samples left to right, the frame and the sides its sentence names (a mirrored
       town is as valid a scene, and it doubles what a small dataset shows);
     * ``heldout_share`` and ``seed``: the episode split (``annotate.clip_data.EpisodeSplit``); ``seed`` also
@@ -87,6 +93,7 @@ class FinetuneConfig:
     warmup_share: float = 0.1
     hazard_share: float | None = 0.4
     leave_out: tuple[str, ...] = CONTEXT_SLOTS
+    word_dropout: float = 0.5
     mirror: bool = True
     heldout_share: float = 0.2
     seed: int = 0
@@ -104,6 +111,8 @@ class FinetuneConfig:
         unknown = sorted(set(self.leave_out) - set(TEMPLATES))
         if unknown:
             raise ValueError(f"leave_out: unknown caption slot(s) {unknown}; slots are {', '.join(TEMPLATES)}")
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"word_dropout must be within [0, 1), got {self.word_dropout}")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         EpisodeSplit(self.heldout_share, self.seed)
@@ -152,7 +161,7 @@ def finetune(dataset: str, out_dir: str | Path, config: FinetuneConfig = Finetun
     card_path = out / CARD_FILE
     if card_path.is_file():
         card = read_card(card_path)
-        if card["settings"] == config.settings() and (out / CHECKPOINT_FILE).is_file():
+        if {**LATER_SETTINGS, **card["settings"]} == config.settings() and (out / CHECKPOINT_FILE).is_file():
             return card  # finished under the same settings: nothing to redo
         raise DatasetError(f"{out}: holds a finished fine-tune with other settings; choose another --out or remove it")
     # checks before any work: the initial weights, then the data (cheap columns only)
@@ -198,7 +207,7 @@ def finetune(dataset: str, out_dir: str | Path, config: FinetuneConfig = Finetun
             if config.mirror:
                 mirrored = draw.random(len(rows)) < 0.5
                 images = torch.where(torch.from_numpy(mirrored).to(device).view(-1, 1, 1, 1), images.flip(-1), images)
-            image, text, scale = model(images, sentences.draw(rows, draw, mirrored).to(device))
+            image, text, scale = model(images, sentences.draw(rows, draw, mirrored, config.word_dropout).to(device))
             loss = loss_fn(image, text, scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

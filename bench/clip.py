@@ -2,7 +2,7 @@
 
 Run it as a module from the repository root:
 
-    python -m bench.clip [--episodes 30] [--heldout-episodes 12] [--epochs 3] [--threads 1] [--data DIR]
+    python -m bench.clip [--episodes 30] [--heldout-episodes 12] [--epochs 10] [--word-dropout 0.5] [--seed 0] [--data DIR]
 
 It collects the demo's data (``pipeline.commands.demo.DEMO_COLLECTION``: the expert, the random policy and the
 reckless expert in hazard scenarios, ``--episodes`` each) and, with other seeds, a held-out dataset of the same
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--heldout-episodes", type=int, default=12, help="held-out episodes per policy of the mix")
     parser.add_argument("--max-steps", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=DEMO_FINETUNE.epochs)
+    parser.add_argument("--word-dropout", type=float, default=DEMO_FINETUNE.word_dropout, help="0 trains on whole sentences (the ablation)")
     parser.add_argument("--threads", type=int, default=DEMO_FINETUNE.threads)
     parser.add_argument("--seed", type=int, default=DEMO_FINETUNE.seed, help="fine-tune seed (split, initial weights, sample order)")
     parser.add_argument("--data", type=Path, default=None, help="keep datasets and the fine-tune here (default: a temp dir)")
@@ -73,7 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     use_threads(args.threads)
     root = args.data or Path(tempfile.mkdtemp(prefix="bench-clip-"))
-    train_data, heldout_data, tuned = root / "train", root / "heldout", root / f"clip-e{args.epochs}-s{args.seed}"
+    train_data, heldout_data = root / "train", root / "heldout"
+    tuned = root / f"clip-e{args.epochs}-s{args.seed}-wd{args.word_dropout:g}"
     print(f"data in {root}; {load()}")
 
     started = time.perf_counter()
@@ -81,13 +83,14 @@ def main() -> None:
     collect(heldout_data, args.heldout_episodes, HELDOUT_SEED_OFFSET, args.max_steps)
     print(f"collected (or found) both datasets in {time.perf_counter() - started:.0f} s")
 
-    config = dataclasses.replace(DEMO_FINETUNE, epochs=args.epochs, threads=args.threads, seed=args.seed)
+    config = dataclasses.replace(DEMO_FINETUNE, epochs=args.epochs, threads=args.threads, seed=args.seed, word_dropout=args.word_dropout)
     wall, cpu = time.perf_counter(), time.process_time()
     card = finetune(str(train_data), tuned, config, progress=False)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     training = card["training"]
     data = card["dataset"]
-    print(f"\nfine-tune ({config.model} from {config.init}, {training['epochs']} epochs, {config.threads} thread(s)): "
+    print(f"\nfine-tune ({config.model} from {config.init}, {training['epochs']} epochs, word dropout {config.word_dropout:g}, "
+          f"{config.threads} thread(s)): "
           f"{training['samples']:,} samples in {training['seconds']:.0f} s of training "
           f"({training['samples_per_s']:.0f} samples/s); whole call {wall:.0f} s wall, {cpu:.0f} s CPU "
           "(a finished fine-tune found in --data costs nothing: rerun without it to time one)")  # fmt: skip

@@ -58,6 +58,10 @@ def clip() -> None:
 @click.option("--leave-out", default=",".join(_DEFAULTS.leave_out), show_default=True,
               help="Caption slots (annotate/captions.py TEMPLATES) left out of the training text, comma-separated: by default "
                    "the ego's speed, which one frame does not show, and road users that are no hazard.")
+@click.option("--word-dropout", type=float, default=_DEFAULTS.word_dropout, show_default=True,
+              help="Share of each training sentence's words dropped, common words more often than rare ones, so the text "
+                   "tower learns what the telling words mean rather than the templates' syntax, and language goals phrased "
+                   "anew rank danger (0 trains on whole sentences).")
 @click.option("--mirror/--no-mirror", default=_DEFAULTS.mirror, show_default=True,
               help="Mirror half the samples left to right, the frame and the sides its caption names.")
 @click.option("--heldout-share", type=float, default=_DEFAULTS.heldout_share, show_default=True,
@@ -67,8 +71,8 @@ def clip() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=_DEFAULTS.threads, show_default=True,
               help="torch CPU threads; more than the idle cores slows training down.")
 def finetune_command(dataset: str, out_dir: str, model: str, init: str, epochs: int, batch_size: int, lr: float, weight_decay: float,
-                     hazard_share: float, leave_out: str, mirror: bool, heldout_share: float, seed: int, device: str,
-                     threads: int) -> None:  # fmt: skip
+                     hazard_share: float, leave_out: str, word_dropout: float, mirror: bool, heldout_share: float, seed: int,
+                     device: str, threads: int) -> None:  # fmt: skip
     """Contrastive fine-tuning of CLIP (open_clip's ClipLoss) on DATASET's BEV frames and their captions.
 
     Captions are made from each frame's ground truth (road users in the corridor ahead, vehicles within braking
@@ -78,8 +82,10 @@ def finetune_command(dataset: str, out_dir: str, model: str, init: str, epochs: 
     """
     try:
         slots = tuple(slot.strip() for slot in leave_out.split(",") if slot.strip())
-        config = FinetuneConfig(model, init, epochs, batch_size, lr, weight_decay, _DEFAULTS.warmup_share, hazard_share, slots,
-                                mirror, heldout_share, seed, device, threads)  # fmt: skip
+        config = FinetuneConfig(
+            model=model, init=init, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, hazard_share=hazard_share,
+            leave_out=slots, word_dropout=word_dropout, mirror=mirror, heldout_share=heldout_share, seed=seed, device=device, threads=threads,
+        )  # fmt: skip
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     run_finetune(dataset, out_dir, config)

@@ -1,4 +1,4 @@
-"""The fine-tune's data: the episode split, one caption sentence per sample, hazard oversampling."""
+"""The fine-tune's data: the episode split, one caption sentence per sample, word dropout, hazard oversampling."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from annotate.captions import Sentence
-from annotate.clip_data import ClipFrames, EpisodeSplit, SentencePool
+from annotate.clip_data import ClipFrames, EpisodeSplit, SentencePool, drop_words
 from annotate.clip_finetune import FinetuneConfig, epoch_order
 
 
@@ -54,6 +54,54 @@ def test_sentence_pool_draws_only_the_rows_own_sentences_without_the_left_out_sl
     assert {tuple(t) for t in mirrored} == {(33, ord("A")), (21, ord("T"))}  # "...from the right." and the side-free one
     with pytest.raises(ValueError, match="without a sentence"):
         SentencePool.of(captions, fake_tokenizer, leave_out=("agent_crossing", "slow_down"))
+
+
+def test_word_dropout_keeps_an_ordered_subset_of_the_words_at_the_asked_rate():
+    text = "A cyclist is crossing the road 8 m ahead, from the left."
+    words = text.split()
+    rng = np.random.default_rng(0)
+    kept = 0
+    for _ in range(2000):
+        out = drop_words(text, 0.3, rng).split()
+        assert out, "one word always survives"
+        it = iter(words)
+        assert all(word in it for word in out)  # a subsequence: order kept, nothing invented
+        kept += len(out)
+    assert kept / (2000 * len(words)) == pytest.approx(0.7, abs=0.02)
+    assert drop_words(text, 0.0, rng) == text
+    assert all(len(drop_words(text, 0.999, rng).split()) == 1 for _ in range(50))
+    with pytest.raises(ValueError, match="word_dropout"):
+        FinetuneConfig(word_dropout=1.0)
+
+
+def test_weighted_word_dropout_drops_common_words_more_and_keeps_the_rarest():
+    idf = {"the": 0.1, "road": 1.0, "is": 0.2, "clear": 3.0}
+    rng = np.random.default_rng(0)
+    outs = [drop_words("The road is clear.", 0.3, rng, idf).split() for _ in range(4000)]
+    assert all(out[-1] == "clear." for out in outs)  # the rarest word always stays
+    dropped = {w: np.mean([w not in out for out in outs]) for w in ("The", "road", "is")}
+    gap = np.array([2.9, 2.0, 2.8])
+    np.testing.assert_allclose(list(dropped.values()), 0.3 * gap / np.r_[gap, 0.0].mean(), atol=0.03)
+    assert np.mean([4 - len(out) for out in outs]) / 4 == pytest.approx(0.3, abs=0.02)  # p of the words on average
+
+
+def test_pool_idf_counts_sentences_as_the_captions_use_them():
+    captions = [[Sentence("clear", "The road is clear.", "The road is clear.")]] * 3 + [[Sentence("slow_down", "The car must brake.", "The car must brake.")]]
+    idf = SentencePool.of(captions, fake_tokenizer, leave_out=()).idf
+    assert idf["the"] == 0.0 and idf["clear"] == pytest.approx(np.log(4 / 3)) and idf["brake"] == pytest.approx(np.log(4))
+
+
+def test_pool_draws_word_dropped_sentences_through_its_tokenizer():
+    captions = [[Sentence("clear", "The road ahead is clear.", "The road ahead is clear.")]]
+    seen: list[str] = []
+    pool = SentencePool.of(captions, lambda texts: seen.extend(texts) or fake_tokenizer(texts), leave_out=())
+    seen.clear()
+    rng = np.random.default_rng(1)
+    tokens = pool.draw(np.zeros(200, dtype=int), rng, word_dropout=0.5)
+    assert tokens.shape == (200, 2) and len(seen) == 200
+    assert set(seen) > {"The road ahead is clear."} and all(set(t.split()) <= {"The", "road", "ahead", "is", "clear."} for t in seen)
+    seen.clear()
+    assert pool.draw(np.zeros(5, dtype=int), rng).tolist() == [[24, ord("T")]] * 5 and not seen  # no dropout: the stored tokens
 
 
 def test_epoch_order_oversamples_hazard_frames_from_the_training_episodes_only():

@@ -3,6 +3,7 @@ loads, and bad input is refused before any work."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -122,6 +123,19 @@ def test_rerun_of_a_finished_finetune_does_no_work_and_other_settings_are_refuse
     assert again == card
     result = invoke("clip", "finetune", town, "--out", str(out), "--epochs", "3")
     assert result.exit_code != 0 and "other settings" in result.output
+
+
+@pytest.mark.slow
+def test_a_card_from_before_word_dropout_counts_as_trained_without_it(tuned, town, tmp_path):
+    out, card = tuned
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / CHECKPOINT_FILE).write_bytes((out / CHECKPOINT_FILE).read_bytes())
+    settings = {k: v for k, v in card["settings"].items() if k != "word_dropout"}
+    (older / CARD_FILE).write_text(json.dumps({**card, "settings": settings}))
+    assert finetune(town, older, dataclasses.replace(TINY, word_dropout=0.0), progress=False)["settings"] == settings
+    with pytest.raises(DatasetError, match="other settings"):
+        finetune(town, older, dataclasses.replace(TINY, word_dropout=0.3), progress=False)
 
 
 def test_bad_init_is_refused_before_any_work(tmp_path):
