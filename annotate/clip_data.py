@@ -17,6 +17,7 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -126,7 +127,6 @@ class SentencePool:
     flat_mirrored: np.ndarray
     start: np.ndarray
     count: np.ndarray
-    _idf: dict[str, float] | None = None
 
     @classmethod
     def of(cls, captions: list[list[Sentence]], tokenizer, leave_out: tuple[str, ...]) -> "SentencePool":
@@ -150,17 +150,15 @@ class SentencePool:
             return self.tokens[ids]
         return self.tokenizer([drop_words(self.texts[i], word_dropout, rng, self.idf) for i in ids])
 
-    @property
+    @cached_property
     def idf(self) -> dict[str, float]:
         """Inverse document frequency of each word over the sentences as the captions use them."""
-        if self._idf is None:
-            df: dict[str, int] = {}
-            uses = np.bincount(np.r_[self.flat, self.flat_mirrored], minlength=len(self.texts))
-            for text, n in zip(self.texts, uses):
-                for word in set(_words(text)):
-                    df[word] = df.get(word, 0) + int(n)
-            object.__setattr__(self, "_idf", {w: math.log(uses.sum() / n) for w, n in df.items()})
-        return self._idf
+        df: dict[str, int] = {}
+        uses = np.bincount(np.r_[self.flat, self.flat_mirrored], minlength=len(self.texts))
+        for text, n in zip(self.texts, uses):
+            for word in set(_words(text)):
+                df[word] = df.get(word, 0) + int(n)
+        return {w: math.log(uses.sum() / n) for w, n in df.items()}
 
 
 def drop_words(text: str, p: float, rng: np.random.Generator, idf: Mapping[str, float] | None = None) -> str:
