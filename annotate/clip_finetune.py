@@ -161,7 +161,7 @@ def finetune(dataset: str, out_dir: str | Path, config: FinetuneConfig = Finetun
     card_path = out / CARD_FILE
     if card_path.is_file():
         card = read_card(card_path)
-        if {**LATER_SETTINGS, **card["settings"]} == config.settings() and (out / CHECKPOINT_FILE).is_file():
+        if _settings_as_now(card["settings"]) == config.settings() and (out / CHECKPOINT_FILE).is_file():
             return card  # finished under the same settings: nothing to redo
         raise DatasetError(f"{out}: holds a finished fine-tune with other settings; choose another --out or remove it")
     # checks before any work: the initial weights, then the data (cheap columns only)
@@ -312,6 +312,11 @@ def _heldout_loss(model, loss_fn, pixels, texts: torch.Tensor, rows: np.ndarray,
     return float(np.average(losses, weights=weights))
 
 
+def _settings_as_now(recorded: dict[str, Any]) -> dict[str, Any]:
+    """Settings a card or train state recorded, those added since read as the value such runs used."""
+    return {**LATER_SETTINGS, **recorded}
+
+
 def _state_identity(config: FinetuneConfig, data: ClipFrames) -> dict[str, Any]:
     return {"settings": config.settings(), "data": data.identity()["shards_hash"], "templates": template_hash()}
 
@@ -322,7 +327,8 @@ def _load_state(out: Path, config: FinetuneConfig, data: ClipFrames) -> dict[str
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("identity") != _state_identity(config, data):
+    identity = state.get("identity", {})
+    if {**identity, "settings": _settings_as_now(identity.get("settings", {}))} != _state_identity(config, data):
         raise DatasetError(
             f"{path}: an interrupted fine-tune with other settings or data is here; rerun it with its own settings, "
             "choose another --out, or remove the file to start afresh"

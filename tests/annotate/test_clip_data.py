@@ -8,7 +8,8 @@ import torch
 
 from annotate.captions import Sentence
 from annotate.clip_data import ClipFrames, EpisodeSplit, SentencePool, drop_words
-from annotate.clip_finetune import FinetuneConfig, epoch_order
+from annotate.clip_finetune import STATE_FILE, FinetuneConfig, _load_state, _state_identity, epoch_order
+from data_schema.errors import DatasetError
 
 
 def test_split_holds_out_a_share_of_each_policys_episodes_by_id_alone():
@@ -117,3 +118,13 @@ def test_epoch_order_oversamples_hazard_frames_from_the_training_episodes_only()
     assert not np.array_equal(order, epoch_order(data, FinetuneConfig(hazard_share=0.4), epoch=1))
     natural = epoch_order(data, FinetuneConfig(hazard_share=None), epoch=0)
     assert sorted(natural.tolist()) == list(range(150))
+
+
+def test_an_interrupted_run_from_before_word_dropout_resumes_as_trained_without_it(tmp_path):
+    data = ClipFrames("ds", ["s"], np.array(["e"] * 4), np.arange(4), [[]] * 4, {"any": np.array([True, False, False, False])}, np.array([False, False, True, True]))
+    identity = _state_identity(FinetuneConfig(word_dropout=0.0), data)
+    del identity["settings"]["word_dropout"]
+    torch.save({"identity": identity, "history": {"train_loss": [1.0]}}, tmp_path / STATE_FILE)
+    assert _load_state(tmp_path, FinetuneConfig(word_dropout=0.0), data)["history"] == {"train_loss": [1.0]}
+    with pytest.raises(DatasetError, match="other settings"):
+        _load_state(tmp_path, FinetuneConfig(word_dropout=0.5), data)
