@@ -161,20 +161,18 @@ class SentencePool:
         return {w: math.log(uses.sum() / n) for w, n in df.items()}
 
 
-def drop_words(text: str, p: float, rng: np.random.Generator, idf: Mapping[str, float] | None = None) -> str:
-    """``text`` with about ``p`` of its words dropped; one word survives if all would go.
+def drop_words(text: str, p: float, rng: np.random.Generator, idf: Mapping[str, float]) -> str:
+    """``text`` with about ``p`` of its words dropped, the common ones (low ``idf``) more often than the rare, as in
+    UDA's TF-IDF word replacement: the sentence's rarest word stays, and one word survives if all would go.
 
     A text tower trained from random weights on a few templates otherwise keys on their syntax ("The car is
     ..." begins the sentences of crashes) rather than on the words that carry meaning ("clear", "cyclist"), and
-    a new sentence built from those words lands by its syntax. With ``idf`` the common words go more often than
-    the rare ones, as in UDA's TF-IDF word replacement (the sentence's rarest word is always kept)."""
+    a new sentence built from those words lands by its syntax. Words of equal ``idf`` (or none known) are
+    dropped with probability ``p`` each."""
     words = text.split()
-    if idf is None:
-        probs = np.full(len(words), p)
-    else:
-        weight = np.array([idf.get(w, 0.0) for w in _words(text)])
-        gap = weight.max() - weight
-        probs = np.minimum(p * gap / gap.mean(), 1.0) if gap.mean() > 0 else np.full(len(words), p)
+    weight = np.array([idf.get(w, 0.0) for w in _words(text)])
+    gap = weight.max() - weight
+    probs = np.minimum(p * gap / gap.mean(), 1.0) if gap.mean() > 0 else np.full(len(words), p)
     kept = rng.random(len(words)) >= probs
     if not kept.any():
         kept[rng.integers(len(words))] = True

@@ -63,14 +63,14 @@ def test_word_dropout_keeps_an_ordered_subset_of_the_words_at_the_asked_rate():
     rng = np.random.default_rng(0)
     kept = 0
     for _ in range(2000):
-        out = drop_words(text, 0.3, rng).split()
+        out = drop_words(text, 0.3, rng, {}).split()  # no word rarer than another: each goes with p
         assert out, "one word always survives"
         it = iter(words)
         assert all(word in it for word in out)  # a subsequence: order kept, nothing invented
         kept += len(out)
     assert kept / (2000 * len(words)) == pytest.approx(0.7, abs=0.02)
-    assert drop_words(text, 0.0, rng) == text
-    assert all(len(drop_words(text, 0.999, rng).split()) == 1 for _ in range(50))
+    assert drop_words(text, 0.0, rng, {}) == text
+    assert all(len(drop_words(text, 0.999, rng, {}).split()) == 1 for _ in range(50))
     with pytest.raises(ValueError, match="word_dropout"):
         FinetuneConfig(word_dropout=1.0)
 
