@@ -35,6 +35,7 @@ from annotate.vlm.evaluation import evaluate
 from annotate.vlm.sft import read_record
 from annotate.vlm.sft_data import gated_windows
 from annotate.vlm.targets import TargetRule
+from annotate.vlm.vision_warmup import probe_summary
 from annotate.vlm.tiny import build_tiny_qwen3_vl
 from data_schema import Dataset, encode_png
 from data_schema.risk import RiskRule
@@ -90,9 +91,7 @@ def _finetune(args: argparse.Namespace, out: Path) -> None:
           f"and loss checks); {record.train_windows} training windows from {len(record.train_episodes)} episodes; held-out "
           f"loss per answer token {record.held_out_loss_before:.3f} -> {record.held_out_loss_after:.3f}")  # fmt: skip
     if record.vision_warmup is not None:
-        probe = record.vision_warmup
-        print(f"vision warm-up: {probe['seconds']:.0f} s; its probe on held-out windows: hazard accuracy {probe['hazard_accuracy']:.3f} "
-              f"(majority {probe['hazard_majority']:.3f}), risk correlation {probe['risk_correlation']:.3f}")  # fmt: skip
+        print(probe_summary(record.vision_warmup))
     settings = load_config()
     corridor = settings.gate.corridor
     windows = gated_windows(Dataset.open(args.dataset), record.request["window"], corridor, TargetRule(risk=RiskRule(corridor=corridor)),

@@ -29,7 +29,7 @@ from annotate.vlm.prompt import decode_frame
 from annotate.vlm.sft_data import GatedWindow
 from annotate.vlm.targets import AGENT_NOUNS
 
-__all__ = ["ProbeScores", "probe_targets", "vision_tower", "warm_up_vision"]
+__all__ = ["ProbeScores", "probe_summary", "probe_targets", "vision_tower", "warm_up_vision"]
 
 #: Kinds the probe tells apart: no road user named ("the road ahead is clear"), then the description's nouns.
 _KINDS = ("none", *AGENT_NOUNS)
@@ -50,6 +50,14 @@ class ProbeScores:
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
+
+
+def probe_summary(scores: dict[str, Any]) -> str:
+    """One line on a warm-up's probe scores (``ProbeScores.as_dict``, as a fine-tune record keeps them)."""
+    return (
+        f"vision warm-up ({scores['seconds']:.0f} s): its probe reads held-out hazard with accuracy {scores['hazard_accuracy']:.3f} "
+        f"(majority {scores['hazard_majority']:.3f}), risk with correlation {scores['risk_correlation']:.3f}"
+    )
 
 
 def probe_targets(answer: dict[str, Any]) -> tuple[float, float, int, int, float]:

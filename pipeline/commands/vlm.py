@@ -16,6 +16,7 @@ from annotate.vlm.evaluation import evaluate, examples_png
 from annotate.vlm.sft import FinetuneConfig, finetune_on_dataset, read_record
 from annotate.vlm.sft_data import gated_windows
 from annotate.vlm.targets import TargetRule
+from annotate.vlm.vision_warmup import probe_summary
 from data_schema import Dataset, DatasetError
 from data_schema.risk import RiskRule
 from data_schema.storage import atomic_write_text
@@ -91,10 +92,7 @@ def finetune_command(dataset: str, base: str, out_dir: str, steps: int, batch_si
         raise click.ClickException(str(error)) from None
     click.echo(f"held-out loss per answer token: {record.held_out_loss_before:.4f} before, {record.held_out_loss_after:.4f} after")
     if record.vision_warmup is not None:
-        scores = record.vision_warmup
-        click.echo(f"vision warm-up ({scores['seconds']:.0f} s): its probe reads held-out hazard with accuracy "
-                   f"{scores['hazard_accuracy']:.3f} (majority {scores['hazard_majority']:.3f}), risk with correlation "
-                   f"{scores['risk_correlation']:.3f}")  # fmt: skip
+        click.echo(probe_summary(record.vision_warmup))
     click.echo(f"fine-tuning took {record.seconds:.0f} s; model in {out_dir}")
     click.echo(f"measure it:  pipeline vlm eval {dataset} --model {out_dir}")
     click.echo(f"use it:      pipeline annotate DATASET --label-set NAME --set vlm.backend=transformers --set vlm.model={out_dir}")
