@@ -124,6 +124,7 @@ def evaluate_clip(pathway: StaticPathway, data: ClipFrames, rows: np.ndarray, pr
         scores[pair.name] = score
         per_pair[pair.name] = {
             "positive": pair.positive, "negative": pair.negative, "group": pair.group,
+            "unknown_words": pathway.unknown_words(f"{pair.positive} {pair.negative}"),
             "auroc": hazard_auroc(score, kinds), "r_static": _quantiles(score, kinds["any"]), "theta": _theta(score, kinds["any"]),
         }  # fmt: skip
         if road_users:

@@ -13,7 +13,8 @@ hazard (dangerous frames are a minority, and which of them a caption describes i
 must learn). Each sample's text is one sentence of its frame's caption (the static pathway's language goals
 are single sentences), drawn anew every epoch, leaving out the ego's speed, which a single frame does not
 show, and by default the road users that are no hazard; half its words are dropped, common ones first, so that
-a new phrasing of a language goal is read by its telling words. After every epoch the
+a new phrasing of a language goal is read by its telling words. From random weights, the words no caption uses
+keep an all-zero token embedding, which the static pathway reads as a word to leave out. After every epoch the
 model, optimiser and schedule are saved atomically; rerunning the same command resumes after the last
 complete epoch, and a finished run is not redone.
 """
@@ -38,7 +39,7 @@ from annotate.captions import CONTEXT_SLOTS, TEMPLATE_VERSION, TEMPLATES, templa
 from annotate.clip_data import ClipFrames, EpisodeSplit, SentencePool, load_frames, scan
 from annotate.clip_eval import BEV_PROMPTS, DEFAULT_PROMPTS, PromptPair, evaluate_clip
 from annotate.model_weights import WeightsError
-from annotate.static_pathway import ClipConfig, StaticPathway
+from annotate.static_pathway import ClipConfig, StaticPathway, token_embedding, unknown_tokens, without_unknown_tokens
 from data_schema.dataset import Dataset
 from data_schema.errors import DatasetError
 from data_schema.groundtruth import HazardRule
@@ -179,6 +180,8 @@ def finetune(dataset: str, out_dir: str | Path, config: FinetuneConfig = Finetun
     resized = transform.resize(data.frames)
     pixels = (lambda rows: transform.normalise_resized(resized[rows], device)) if resized is not None else (lambda rows: transform(data.frames[rows], device))
     sentences = SentencePool.of(data.captions, tokenizer, config.leave_out)
+    if config.init == "none":
+        _zero_unused_words(model, sentences.tokens)
     heldout_texts = sentences.draw(data.test, np.random.default_rng([config.seed, HELDOUT_DRAW]))  # the same every epoch
     optimizer = _optimizer(model, config, device)
     steps_per_epoch = len(data.train) // config.batch_size
@@ -275,6 +278,18 @@ def _check_split(data: ClipFrames) -> None:
             )
 
 
+@torch.no_grad()
+def _zero_unused_words(model: torch.nn.Module, tokens: torch.Tensor) -> None:
+    """Zero the random token embeddings of the words the captions never use. They get no gradient, so they stay
+    zero (the static pathway then leaves those words out of its texts); left random, they would carry noise
+    that differs from seed to seed into every language goal that names one."""
+    table = token_embedding(model)
+    if table is not None:
+        unused = torch.ones(table.num_embeddings, dtype=torch.bool)
+        unused[tokens.unique()] = False
+        table.weight[unused.to(table.weight.device)] = 0.0
+
+
 def _optimizer(model: torch.nn.Module, config: FinetuneConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW with weight decay on weight matrices only, as open_clip trains (gains, biases and the logit
     scale are left alone); the fused kernel where torch has one for the device."""
@@ -353,7 +368,8 @@ def _fingerprint(model, tokenizer, pixels, data: ClipFrames, device: torch.devic
     rows = data.test[:: max(len(data.test) // FINGERPRINT_FRAMES, 1)][:FINGERPRINT_FRAMES]
     texts = [BEV_PROMPTS.positive, BEV_PROMPTS.negative]
     images = torch.nn.functional.normalize(model.encode_image(pixels(rows)).float(), dim=-1)
-    prompts = torch.nn.functional.normalize(model.encode_text(tokenizer(texts).to(device)).float(), dim=-1)
+    tokens = without_unknown_tokens(tokenizer(texts), unknown_tokens(model)).to(device)  # as annotate reads them
+    prompts = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
     return {
         "frames": [[str(data.episode_id[r]), int(data.step[r])] for r in rows], "image_embeddings": images.cpu().tolist(),
         "texts": texts, "text_embeddings": prompts.cpu().tolist(),

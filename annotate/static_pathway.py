@@ -3,6 +3,12 @@
 The model is loaded once per process. ``model_id`` and ``weights_id`` name exactly what produced an
 embedding, so callers can key image-embedding caches and label-set hashes on them; ``image_forward_calls``
 and ``images_encoded`` count image-encoder work, so re-scoring with new prompts can be shown to skip it.
+
+Words a text tower never learned are left out of the texts it encodes. A fine-tune from random weights
+(``annotate.clip_finetune``) zeroes the token embeddings of every word its captions lack; such a token's
+vector carries no meaning, only noise that differs from seed to seed, and its word dropout taught the text
+tower to read sentences with words missing. Models with no all-zero token embedding (every pretrained one)
+encode texts unchanged.
 """
 
 from __future__ import annotations
@@ -107,6 +113,7 @@ class StaticPathway:
         self.model = model.to(self.device).eval()
         self._tokenizer = open_clip.get_tokenizer(config.model)
         self._transform = ClipImageTransform(model.visual.preprocess_cfg, preprocess)
+        self._unknown_tokens = unknown_tokens(model)
         self.embed_dim = int(open_clip.get_model_config(config.model)["embed_dim"])
         self.image_forward_calls = 0
         self.images_encoded = 0
@@ -163,23 +170,59 @@ class StaticPathway:
         return result
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """``(N, D)`` float32 unit-norm embeddings of language goals or VLM descriptions."""
+        """``(N, D)`` float32 unit-norm embeddings of language goals or VLM descriptions, without the words the
+        text tower never learned (:meth:`unknown_words`)."""
         texts = list(texts)
         if any(not isinstance(text, str) for text in texts):
             raise TypeError("encode_texts: every text must be a str")
         outputs = []
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(texts), self.config.batch_size):
-                tokens = self._tokenizer(texts[start : start + self.config.batch_size]).to(self.device)
+                tokens = without_unknown_tokens(self._tokenizer(texts[start : start + self.config.batch_size]), self._unknown_tokens)
+                tokens = tokens.to(self.device)
                 outputs.append(self.model.encode_text(tokens).float())
             if not outputs:
                 return np.zeros((0, self.embed_dim), dtype=np.float32)
             return torch.nn.functional.normalize(torch.cat(outputs), dim=-1).cpu().numpy()
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The distinct words of ``text`` with a token the text tower never learned: left out when it is encoded."""
+        if self._unknown_tokens is None:
+            return []
+        words = dict.fromkeys(word.strip(".,;:!?\"'") for word in text.split())
+        return [word for word in words if word and self._unknown_tokens[self._tokenizer([word])[0]].any()]
+
     def _autocast(self):
         if self._autocast_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+
+def token_embedding(model: torch.nn.Module) -> torch.nn.Embedding | None:
+    """The token embedding table of an open_clip text transformer; None for other text towers (Hugging Face)."""
+    for owner in (model, getattr(model, "text", None)):
+        table = getattr(owner, "token_embedding", None)
+        if isinstance(table, torch.nn.Embedding):
+            return table
+    return None
+
+
+def unknown_tokens(model: torch.nn.Module) -> torch.Tensor | None:
+    """Per token id, whether its embedding is all zero (a word a fine-tune never saw); None where none is."""
+    table = token_embedding(model)
+    if table is None:
+        return None
+    unknown = ~table.weight.detach().any(dim=1).cpu()
+    return unknown if unknown.any() else None
+
+
+def without_unknown_tokens(tokens: torch.Tensor, unknown: torch.Tensor | None) -> torch.Tensor:
+    """``tokens`` (N, context) without those ``unknown`` marks, the rest moved up in order and padded with 0."""
+    if unknown is None:
+        return tokens
+    keep = ~unknown[tokens]
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+    return tokens.gather(1, order).masked_fill(~keep.gather(1, order), 0)
 
 
 def register_shipped_models() -> None:

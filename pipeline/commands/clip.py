@@ -190,6 +190,8 @@ def _echo_summary(summary: dict) -> None:
         by_user = pair.get("auroc_by_road_user", {})
         if by_user:
             click.echo(f"{'':<28} by road user in the corridor: " + ", ".join(f"{kind} {_num(value)}" for kind, value in by_user.items()))
+        if pair.get("unknown_words"):
+            click.echo(f"{'':<28} left out, never learned: " + ", ".join(pair["unknown_words"]))
     retrieval = summary["retrieval"]
     click.echo(
         f"text-to-image retrieval in groups of {retrieval['group']}: top-1 {_num(retrieval['top1'])}, top-5 {_num(retrieval['top5'])} "

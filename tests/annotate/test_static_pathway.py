@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from annotate.model_weights import WeightsError, file_digest, host_reachable
-from annotate.static_pathway import ClipConfig, StaticPathway, _cached_tag_file
+from annotate.static_pathway import ClipConfig, StaticPathway, _cached_tag_file, without_unknown_tokens
 
 PROMPTS = ["The road is clear with no car accidents", "Two cars have collided with each other on the road"]
 
@@ -129,6 +129,33 @@ def test_checkpoint_path_reproduces_the_saved_model(tiny_clip, tiny_clip_config,
     assert loaded.weights_id.startswith("sha256-") and len(loaded.weights_id) == len("sha256-") + 16
     np.testing.assert_array_equal(loaded.encode_images(frames), tiny_clip.encode_images(frames))
     np.testing.assert_array_equal(loaded.encode_texts(PROMPTS), tiny_clip.encode_texts(PROMPTS))
+
+
+def test_unknown_tokens_are_removed_and_the_rest_moved_up_in_order():
+    tokens = torch.tensor([[49406, 5, 7, 9, 7, 49407, 0, 0], [49406, 7, 49407, 0, 0, 0, 0, 0]])
+    unknown = torch.zeros(49408, dtype=torch.bool)
+    unknown[7] = True
+    assert without_unknown_tokens(tokens, unknown).tolist() == [[49406, 5, 9, 49407, 0, 0, 0, 0], [49406, 49407, 0, 0, 0, 0, 0, 0]]
+    assert without_unknown_tokens(tokens, None) is tokens
+
+
+def test_words_with_all_zero_token_embeddings_are_left_out_of_encoded_texts(tiny_clip, tiny_clip_config, tmp_path):
+    """A fine-tune from random weights zeroes the words its captions lack; such a word is read as absent."""
+    tokenizer = open_clip.get_tokenizer(TINY_CLIP_MODEL)
+    state = {name: tensor.clone().contiguous() for name, tensor in tiny_clip.model.state_dict().items()}
+    for token in tokenizer(["collided accidents"])[0, 1:]:
+        if token not in (0, tokenizer.eot_token_id):
+            state["token_embedding.weight"][token] = 0.0
+    save_file(state, str(tmp_path / "clip.safetensors"))
+    loaded = StaticPathway(replace(tiny_clip_config, pretrained=str(tmp_path / "clip.safetensors")))
+
+    assert loaded.unknown_words(PROMPTS[1]) == ["collided"] and loaded.unknown_words(PROMPTS[0]) == ["accidents"]
+    assert tiny_clip.unknown_words(PROMPTS[1]) == []  # random weights: every token has a vector
+    without = ["The road is clear with no car", "Two cars have with each other on the road"]
+    with torch.no_grad():
+        direct = loaded.model.encode_text(tokenizer(without))
+    np.testing.assert_allclose(loaded.encode_texts(PROMPTS), torch.nn.functional.normalize(direct, dim=-1).numpy(), atol=1e-6)
+    assert not np.allclose(loaded.encode_texts(PROMPTS), tiny_clip.encode_texts(PROMPTS), atol=1e-3)
 
 
 def test_missing_checkpoint_and_unknown_tag_name_the_problem(tmp_path):

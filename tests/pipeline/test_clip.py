@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,11 +94,25 @@ def test_eval_reports_auroc_retrieval_and_a_histogram(tuned, town, tmp_path):
                     "--prompts", "The road ahead is clear.", "A car is stopped close ahead.")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "user-1" in result.output and "text-to-image retrieval" in result.output
+    assert re.search(r"left out, never learned: .*accidents, Two, cars, have, collided, each, other\n", result.output)
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     # the same split and checkpoint as the card's held-out evaluation: the same figures
     assert report["frames"] == card["heldout"]["frames"]
     assert report["prompts"]["bev"]["auroc"] == pytest.approx(card["heldout"]["prompts"]["bev"]["auroc"])
     assert (tmp_path / "eval" / "histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_words_no_caption_uses_keep_no_embedding_and_are_left_out_of_goals(tuned):
+    out, card = tuned
+    pathway = StaticPathway(ClipConfig(model=card["model"], pretrained=str(out / CHECKPOINT_FILE), device="cpu"))
+    vlm_rl = card["heldout"]["prompts"]["vlm-rl"]
+    assert {"accidents", "Two", "cars", "collided", "each", "other"} <= set(vlm_rl["unknown_words"])
+    assert not {"road", "clear", "car"} & set(vlm_rl["unknown_words"])
+    assert card["heldout"]["prompts"]["bev"]["unknown_words"] == []  # caption sentences: every word learned
+    np.testing.assert_allclose(
+        pathway.encode_texts(["The road is clear with no car accidents"]), pathway.encode_texts(["The road is clear with no car"]), atol=1e-6
+    )
 
 
 @pytest.mark.slow
