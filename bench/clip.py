@@ -16,6 +16,8 @@ for the fine-tuned model:
   AUROC per hazard kind for the VLM-RL defaults and the demo's prompts;
   text-to-image retrieval of the frames' own captions.
 
+Words the fine-tuned text tower never learned are left out of the goals, and the table names them.
+
 The machine's load average is printed before and after: timings on a shared machine are only comparable
 with it. ``--data DIR`` keeps the datasets (and the fine-tune) there, so a rerun skips collection and training;
 the histogram of the fine-tuned model's score per hazard class goes to ``--histogram`` (artifacts/).
@@ -112,6 +114,9 @@ def main() -> None:
     for pair in DEFAULT_PROMPTS:
         values = [results[label].summary["prompts"][pair.name]["auroc"]["any"] for label in results]
         print(f"  {pair.name:<18} {pair.group:<20} {fmt(values[0])}      {fmt(values[1])}   {pair.positive!r} vs {pair.negative!r}")
+        unknown = results["fine-tuned"].summary["prompts"][pair.name]["unknown_words"]
+        if unknown:
+            print(f"  {'':<51} the fine-tuned CLIP never learned, and leaves out: {', '.join(unknown)}")
     for pair in (VLM_RL_PROMPTS, BEV_PROMPTS):
         print(f"\nper hazard kind, {pair.name} prompts        random  fine-tuned   frames")
         for kind in HAZARD_KINDS:

@@ -15,17 +15,22 @@ PAIR = PromptPair("planted", CLEAR, CROSSING)
 
 class PlantedPathway:
     """A static pathway whose frames are row numbers and whose embeddings are planted: clear frames near one
-    axis, dangerous ones near the other, the two prompts on those axes."""
+    axis, dangerous ones near the other, the two prompts on those axes. It knows only the prompts' words and,
+    as a CLIP fine-tuned from random weights does, leaves the others out of a text."""
 
     def __init__(self, images: np.ndarray):
         self.images = images
         self.texts = {CLEAR: np.array([1.0, 0.0]), CROSSING: np.array([0.0, 1.0])}
+        self.vocabulary = set(f"{CLEAR} {CROSSING}".split())
 
     def encode_images(self, frames: list) -> np.ndarray:
         return self.images[np.asarray(frames, dtype=int)]
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
-        return np.stack([self.texts[t] for t in texts])
+        return np.stack([self.texts[" ".join(w for w in t.split() if w in self.vocabulary)] for t in texts])
+
+    def unknown_words(self, text: str) -> list[str]:
+        return [w for w in dict.fromkeys(text.split()) if w not in self.vocabulary]
 
 
 def frames(danger: np.ndarray) -> ClipFrames:
@@ -49,10 +54,19 @@ def test_theta_spans_the_quartiles_of_each_class_and_retrieval_finds_the_frames_
     summary = result.summary["prompts"]["planted"]
     assert summary["auroc"]["any"] == 1.0
     assert summary["theta"] == {"theta_min": pytest.approx(np.quantile(score[danger], 0.75)), "theta_max": pytest.approx(np.quantile(score[~danger], 0.25))}
+    assert summary["unknown_words"] == []
     retrieval = result.summary["retrieval"]
     assert retrieval["top1"] == 1.0 and retrieval["top5"] == 1.0
     share = danger.mean()
     assert retrieval["chance_top1"] == pytest.approx(share**2 + (1 - share) ** 2, abs=0.05)  # a sentence's share of its group
+
+
+def test_the_summary_names_the_words_a_pathway_leaves_out_and_scores_the_rest():
+    pathway, danger = planted(separation=3.0)
+    padded = PromptPair("padded", "Surely The road ahead is clear.", "A pedestrian suddenly is crossing the lane in front of the car.")
+    result = evaluate_clip(pathway, frames(danger), np.arange(len(danger)), (PAIR, padded))
+    assert result.summary["prompts"]["padded"]["unknown_words"] == ["Surely", "suddenly"]
+    np.testing.assert_array_equal(result.scores["padded"], result.scores["planted"])
 
 
 def test_theta_falls_back_to_the_medians_and_is_none_where_danger_does_not_rank_lower():
