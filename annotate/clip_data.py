@@ -150,6 +150,13 @@ class SentencePool:
             return self.tokens[ids]
         return self.tokenizer([drop_words(self.texts[i], word_dropout, rng, self.idf) for i in ids])
 
+    def sentence_ids(self, rows: np.ndarray) -> np.ndarray:
+        """The distinct ids of the sentences the captions of ``rows`` hold, in either orientation."""
+        counts = self.count[rows]
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        positions = np.repeat(self.start[rows], counts) + offsets
+        return np.unique(np.r_[self.flat[positions], self.flat_mirrored[positions]])
+
     @cached_property
     def idf(self) -> dict[str, float]:
         """Inverse document frequency of each word over the sentences as the captions use them."""

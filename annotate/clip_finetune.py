@@ -181,7 +181,7 @@ def finetune(dataset: str, out_dir: str | Path, config: FinetuneConfig = Finetun
     pixels = (lambda rows: transform.normalise_resized(resized[rows], device)) if resized is not None else (lambda rows: transform(data.frames[rows], device))
     sentences = SentencePool.of(data.captions, tokenizer, config.leave_out)
     if config.init == "none":
-        _zero_unused_words(model, sentences.tokens)
+        _zero_unused_words(model, sentences.tokens[sentences.sentence_ids(data.train)])
     heldout_texts = sentences.draw(data.test, np.random.default_rng([config.seed, HELDOUT_DRAW]))  # the same every epoch
     optimizer = _optimizer(model, config, device)
     steps_per_epoch = len(data.train) // config.batch_size
@@ -280,7 +280,8 @@ def _check_split(data: ClipFrames) -> None:
 
 @torch.no_grad()
 def _zero_unused_words(model: torch.nn.Module, tokens: torch.Tensor) -> None:
-    """Zero the random token embeddings of the words the captions never use. They get no gradient, so they stay
+    """Zero the random token embeddings of the words the training captions never use (``tokens``: theirs); a word
+    only the held-out episodes use would never be trained either. They get no gradient, so they stay
     zero (the static pathway then leaves those words out of its texts); left random, they would carry noise
     that differs from seed to seed into every language goal that names one."""
     table = token_embedding(model)

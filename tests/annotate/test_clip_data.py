@@ -57,6 +57,19 @@ def test_sentence_pool_draws_only_the_rows_own_sentences_without_the_left_out_sl
         SentencePool.of(captions, fake_tokenizer, leave_out=("agent_crossing", "slow_down"))
 
 
+def test_sentence_ids_are_those_of_the_rows_captions_in_either_orientation():
+    captions = [
+        [Sentence("clear", "The road ahead is clear.", "The road ahead is clear.")],
+        [Sentence("agent_crossing", "A cyclist crosses from the left.", "A cyclist crosses from the right."), Sentence("slow_down", "The car has to brake.", "The car has to brake.")],
+        [Sentence("left_road", "The car has left the road.", "The car has left the road.")],
+    ]
+    pool = SentencePool.of(captions, fake_tokenizer, leave_out=())
+    ids = {text: i for i, text in enumerate(pool.texts)}
+    named = lambda *texts: [ids[t] for t in sorted(texts, key=ids.get)]  # noqa: E731
+    assert pool.sentence_ids(np.array([1])).tolist() == named("A cyclist crosses from the left.", "A cyclist crosses from the right.", "The car has to brake.")
+    assert pool.sentence_ids(np.array([2, 0, 2])).tolist() == named("The car has left the road.", "The road ahead is clear.")
+
+
 def test_word_dropout_keeps_an_ordered_subset_of_the_words_at_the_asked_rate():
     text = "A cyclist is crossing the road 8 m ahead, from the left."
     words = text.split()
