@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -25,12 +25,13 @@ import torch
 from tqdm import tqdm
 
 from annotate.captions import CAPTION_COLUMNS, Sentence, captions
+from annotate.word_dropout import drop_words, words
 from data_schema.dataset import Dataset
 from data_schema.errors import DatasetError
 from data_schema.groundtruth import HAZARD_KINDS, HazardRule, hazard_sources
 from data_schema.images import decode_image
 
-__all__ = ["ClipFrames", "EpisodeSplit", "SentencePool", "drop_words", "load_frames", "scan"]
+__all__ = ["ClipFrames", "EpisodeSplit", "SentencePool", "load_frames", "scan"]
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class SentencePool:
 
     def draw(self, rows: np.ndarray, rng: np.random.Generator, mirrored: np.ndarray | None = None, word_dropout: float = 0.0) -> torch.Tensor:
         """Tokens of one sentence of each row's caption, drawn uniformly; of its mirrored form where ``mirrored``;
-        with about ``word_dropout`` of its words dropped (see :func:`drop_words`)."""
+        with about ``word_dropout`` of its words dropped (see :func:`annotate.word_dropout.drop_words`)."""
         pick = self.start[rows] + (rng.random(len(rows)) * self.count[rows]).astype(np.int64)
         ids = self.flat[pick] if mirrored is None else np.where(mirrored, self.flat_mirrored[pick], self.flat[pick])
         if word_dropout == 0.0:
@@ -163,31 +164,9 @@ class SentencePool:
         df: dict[str, int] = {}
         uses = np.bincount(np.r_[self.flat, self.flat_mirrored], minlength=len(self.texts))
         for text, n in zip(self.texts, uses):
-            for word in set(_words(text)):
+            for word in set(words(text)):
                 df[word] = df.get(word, 0) + int(n)
         return {w: math.log(uses.sum() / n) for w, n in df.items()}
-
-
-def drop_words(text: str, p: float, rng: np.random.Generator, idf: Mapping[str, float]) -> str:
-    """``text`` with about ``p`` of its words dropped, the common ones (low ``idf``) more often than the rare, as in
-    UDA's TF-IDF word replacement: the sentence's rarest word stays, and one word survives if all would go.
-
-    A text tower trained from random weights on a few templates otherwise keys on their syntax ("The car is
-    ..." begins the sentences of crashes) rather than on the words that carry meaning ("clear", "cyclist"), and
-    a new sentence built from those words lands by its syntax. Words of equal ``idf`` (or none known) are
-    dropped with probability ``p`` each."""
-    words = text.split()
-    weight = np.array([idf.get(w, 0.0) for w in _words(text)])
-    gap = weight.max() - weight
-    probs = np.minimum(p * gap / gap.mean(), 1.0) if gap.mean() > 0 else np.full(len(words), p)
-    kept = rng.random(len(words)) >= probs
-    if not kept.any():
-        kept[rng.integers(len(words))] = True
-    return " ".join(w for w, keep in zip(words, kept) if keep)
-
-
-def _words(text: str) -> list[str]:
-    return [w.strip(".,;:!?").lower() for w in text.split()]
 
 
 def scan(dataset: Dataset, split: EpisodeSplit, rule: HazardRule = HazardRule(), progress: bool = False) -> ClipFrames:

@@ -134,6 +134,7 @@ def evaluate_clip(pathway: StaticPathway, data: ClipFrames, rows: np.ndarray, pr
         "frames": len(rows),
         "hazard_frames": {kind: int(flags.sum()) for kind, flags in kinds.items()},
         "road_user_frames": {kind: int(flags.sum()) for kind, flags in road_users.items()},
+        "text_views": {"count": pathway.text_views.count, "dropout": pathway.text_views.dropout},
         "prompts": per_pair,
         "retrieval": _retrieval(images, leads, pathway, seed),
     }

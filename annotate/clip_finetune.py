@@ -14,7 +14,10 @@ must learn). Each sample's text is one sentence of its frame's caption (the stat
 are single sentences), drawn anew every epoch, leaving out the ego's speed, which a single frame does not
 show, and by default the road users that are no hazard; half its words are dropped, common ones first, so that
 a new phrasing of a language goal is read by its telling words. From random weights, the words no caption uses
-keep an all-zero token embedding, which the static pathway reads as a word to leave out. After every epoch the
+keep an all-zero token embedding, which the static pathway reads as a word to leave out, and the checkpoint's
+metadata names the views texts are read through (``annotate.word_dropout.TextViews``): the mean embedding of
+copies with most words dropped, which rests on what the words mean rather than on an order of them that the
+text tower reads differently from seed to seed. After every epoch the
 model, optimiser and schedule are saved atomically; rerunning the same command resumes after the last
 complete epoch, and a finished run is not redone.
 """
@@ -40,12 +43,15 @@ from annotate.clip_data import ClipFrames, EpisodeSplit, SentencePool, load_fram
 from annotate.clip_eval import BEV_PROMPTS, DEFAULT_PROMPTS, PromptPair, evaluate_clip
 from annotate.model_weights import WeightsError
 from annotate.static_pathway import ClipConfig, StaticPathway, token_embedding, unknown_tokens, without_unknown_tokens
+from annotate.word_dropout import TextViews
 from data_schema.dataset import Dataset
 from data_schema.errors import DatasetError
 from data_schema.groundtruth import HazardRule
 from data_schema.storage import atomic_path, atomic_write_text
 
-__all__ = ["CARD_FILE", "CHECKPOINT_FILE", "DEFAULT_MODEL", "FinetuneConfig", "finetune", "read_card", "static_pathway_settings"]
+__all__ = [
+    "CARD_FILE", "CHECKPOINT_FILE", "DEFAULT_MODEL", "RANDOM_INIT_TEXT_VIEWS", "FinetuneConfig", "finetune", "read_card", "static_pathway_settings",
+]
 
 #: The shipped architecture for BEV frames, downsampled to 64 px (``annotate/clip_configs``).
 DEFAULT_MODEL = "BEV-ViT-T-8-64"
@@ -60,8 +66,13 @@ FINGERPRINT_ATOL = 1e-5
 HELDOUT_DRAW = 2**31 - 1
 #: Settings that only say how to compute: a resumed run may change them.
 EXECUTION_SETTINGS = ("device", "threads")
+#: Text views of a fine-tune from random weights (``text_views`` None), and the share of words each drops. With
+#: them, every unseen phrasing of ``bench.clip`` ranks danger at AUROC 0.85 or better on its held-out set at each
+#: of fine-tune seeds 0-7 (the worst pair per seed 0.85-0.91, against 0.44-0.89 with texts as written; issue 12).
+RANDOM_INIT_TEXT_VIEWS = 256
+TEXT_VIEW_DROPOUT = 0.8
 #: Settings added after the first cards were written, with the value that reproduces what those cards trained.
-LATER_SETTINGS = {"word_dropout": 0.0}
+LATER_SETTINGS = {"word_dropout": 0.0, "text_views": 1, "text_view_dropout": 0.0}
 
 
 @dataclass(frozen=True)
@@ -76,8 +87,14 @@ class FinetuneConfig:
     * ``hazard_share``: share of each epoch's samples drawn from frames with a hazard; None keeps the data's own;
     * ``leave_out``: caption slots left out of the training text (``annotate.captions.CONTEXT_SLOTS``);
     * ``word_dropout``: share of each training sentence's words dropped, the common ones more often than the rare
-      (``annotate.clip_data.drop_words``), so that the text tower learns what the telling words mean rather than
+      (``annotate.word_dropout.drop_words``), so that the text tower learns what the telling words mean rather than
       the templates' syntax and language goals phrased anew land by their words (0 keeps whole sentences);
+    * ``text_views`` and ``text_view_dropout``: the static pathway reads a text as the mean embedding of
+      ``text_views`` copies with each word dropped with probability ``text_view_dropout``
+      (``annotate.word_dropout.TextViews``; written into the checkpoint, so annotate reads texts as the card was
+      evaluated); 1 reads texts as written, whatever the dropout. None: ``RANDOM_INIT_TEXT_VIEWS`` from random
+      weights, whose text tower knows only the templates' sentences, and 1 from pretrained weights, which read
+      language (and whose larger text towers make each view costly);
     * ``mirror``: mirror half the samples left to right, the frame and the sides its sentence names (a mirrored
       town is as valid a scene, and it doubles what a small dataset shows);
     * ``heldout_share`` and ``seed``: the episode split (``annotate.clip_data.EpisodeSplit``); ``seed`` also
@@ -95,6 +112,8 @@ class FinetuneConfig:
     hazard_share: float | None = 0.4
     leave_out: tuple[str, ...] = CONTEXT_SLOTS
     word_dropout: float = 0.5
+    text_views: int | None = None
+    text_view_dropout: float = TEXT_VIEW_DROPOUT
     mirror: bool = True
     heldout_share: float = 0.2
     seed: int = 0
@@ -114,9 +133,22 @@ class FinetuneConfig:
             raise ValueError(f"leave_out: unknown caption slot(s) {unknown}; slots are {', '.join(TEMPLATES)}")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"word_dropout must be within [0, 1), got {self.word_dropout}")
+        if self.text_views is None:
+            object.__setattr__(self, "text_views", RANDOM_INIT_TEXT_VIEWS if self.init == "none" else 1)
+        if self.text_views == 1:
+            object.__setattr__(self, "text_view_dropout", 0.0)  # one view is the text as written: no dropout to record
+        try:
+            self.views
+        except ValueError as error:
+            raise ValueError(f"text_views / text_view_dropout: {error}") from None
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         EpisodeSplit(self.heldout_share, self.seed)
+
+    @property
+    def views(self) -> TextViews:
+        """How the fine-tuned static pathway reads texts."""
+        return TextViews(self.text_views, self.text_view_dropout)
 
     def settings(self) -> dict[str, Any]:
         """What decides the weights (the card and the resume check): everything but execution settings."""
@@ -230,8 +262,8 @@ def finetune(dataset: str, out_dir: str | Path, config: FinetuneConfig = Finetun
 
     checkpoint = out / CHECKPOINT_FILE
     with atomic_path(checkpoint) as tmp:
-        save_file({name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}, str(tmp))
-    fingerprint = _fingerprint(model, tokenizer, pixels, data, device)
+        save_file({name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}, str(tmp), metadata=config.views.metadata())
+    fingerprint = _fingerprint(model, tokenizer, pixels, data, device, config.views)
     card = _card(pathway, config, data, history, fingerprint, _evaluate_checkpoint(pathway, checkpoint, data, fingerprint, config))
     atomic_write_text(card_path, json.dumps(card, indent=2))
     (out / STATE_FILE).unlink(missing_ok=True)  # the checkpoint and card now say all of it
@@ -362,15 +394,15 @@ def _save_state(out: Path, config, data, model, optimizer, scheduler, history) -
 
 
 @torch.no_grad()
-def _fingerprint(model, tokenizer, pixels, data: ClipFrames, device: torch.device) -> dict[str, Any]:
-    """Embeddings the trained model gives a few held-out frames and the demo's prompts: the checkpoint, loaded
-    as annotate loads it, must reproduce them (checked before the card is written)."""
+def _fingerprint(model, tokenizer, pixels, data: ClipFrames, device: torch.device, views: TextViews) -> dict[str, Any]:
+    """Embeddings the trained model gives a few held-out frames and the demo's prompts (read through ``views``):
+    the checkpoint, loaded as annotate loads it, must reproduce them (checked before the card is written)."""
     model.eval()
     rows = data.test[:: max(len(data.test) // FINGERPRINT_FRAMES, 1)][:FINGERPRINT_FRAMES]
     texts = [BEV_PROMPTS.positive, BEV_PROMPTS.negative]
     images = torch.nn.functional.normalize(model.encode_image(pixels(rows)).float(), dim=-1)
-    tokens = without_unknown_tokens(tokenizer(texts), unknown_tokens(model)).to(device)  # as annotate reads them
-    prompts = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
+    tokens = without_unknown_tokens(tokenizer(views.expand(texts)), unknown_tokens(model)).to(device)  # as annotate reads them
+    prompts = views.pool(torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1))
     return {
         "frames": [[str(data.episode_id[r]), int(data.step[r])] for r in rows], "image_embeddings": images.cpu().tolist(),
         "texts": texts, "text_embeddings": prompts.cpu().tolist(),

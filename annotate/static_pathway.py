@@ -8,7 +8,8 @@ Words a text tower never learned are left out of the texts it encodes. A fine-tu
 (``annotate.clip_finetune``) zeroes the token embeddings of every word its captions lack; such a token's
 vector carries no meaning, only noise that differs from seed to seed, and its word dropout taught the text
 tower to read sentences with words missing. Models with no all-zero token embedding (every pretrained one)
-encode texts unchanged.
+encode texts unchanged. Such a fine-tune also names, in its checkpoint's metadata, the views texts are read
+through (``annotate.word_dropout.TextViews``); other checkpoints read texts as written.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 
 from annotate.clip_transform import ClipImageTransform
 from annotate.model_weights import WeightsError, file_digest, host_reachable, resolve_device
+from annotate.word_dropout import TextViews
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: from random weights in minutes on a CPU.
 SHIPPED_CONFIGS = Path(__file__).parent / "clip_configs"
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+_PUNCTUATION = ".,;:!?\"'"
 _OFFLINE_ADVICE = (
     "on a machine without internet, download the weights elsewhere and pass the file with "
     "--clip-checkpoint PATH (or pretrained='none' for random weights, e.g. in tests)"
@@ -81,9 +84,13 @@ class _Weights:
 
 
 class StaticPathway:
-    """An open_clip model with batched, cache-friendly image and text encoders (L2-normalised float32)."""
+    """An open_clip model with batched, cache-friendly image and text encoders (L2-normalised float32).
 
-    def __init__(self, config: ClipConfig) -> None:
+    ``text_views`` says how texts are read; None takes them from the checkpoint (as written unless a fine-tune
+    wrote views into it). Benchmarks pass ``TextViews()`` to compare with the plain reading.
+    """
+
+    def __init__(self, config: ClipConfig, text_views: TextViews | None = None) -> None:
         import open_clip
 
         register_shipped_models()
@@ -114,6 +121,7 @@ class StaticPathway:
         self._tokenizer = open_clip.get_tokenizer(config.model)
         self._transform = ClipImageTransform(model.visual.preprocess_cfg, preprocess)
         self._unknown_tokens = unknown_tokens(model)
+        self.text_views = text_views if text_views is not None else _checkpoint_text_views(weights.path)
         self.embed_dim = int(open_clip.get_model_config(config.model)["embed_dim"])
         self.image_forward_calls = 0
         self.images_encoded = 0
@@ -170,27 +178,42 @@ class StaticPathway:
         return result
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """``(N, D)`` float32 unit-norm embeddings of language goals or VLM descriptions, without the words the
-        text tower never learned (:meth:`unknown_words`)."""
+        """``(N, D)`` float32 unit-norm embeddings of language goals or VLM descriptions, read through
+        :attr:`text_views`, without the words the text tower never learned (:meth:`unknown_words`)."""
         texts = list(texts)
         if any(not isinstance(text, str) for text in texts):
             raise TypeError("encode_texts: every text must be a str")
+        if not texts:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        index: dict[str, int] = {}  # views repeat (a short goal's 256 views hold a few dozen distinct ones): encode each once
+        views = [index.setdefault(view, len(index)) for view in self.text_views.expand([self._without_unknown_words(text) for text in texts])]
+        distinct = list(index)
         outputs = []
         with torch.inference_mode(), self._autocast():
-            for start in range(0, len(texts), self.config.batch_size):
-                tokens = without_unknown_tokens(self._tokenizer(texts[start : start + self.config.batch_size]), self._unknown_tokens)
-                tokens = tokens.to(self.device)
-                outputs.append(self.model.encode_text(tokens).float())
-            if not outputs:
-                return np.zeros((0, self.embed_dim), dtype=np.float32)
-            return torch.nn.functional.normalize(torch.cat(outputs), dim=-1).cpu().numpy()
+            for start in range(0, len(distinct), self.config.batch_size):
+                tokens = without_unknown_tokens(self._tokenizer(distinct[start : start + self.config.batch_size]), self._unknown_tokens)
+                outputs.append(self.model.encode_text(tokens.to(self.device)).float())
+            embeddings = torch.nn.functional.normalize(torch.cat(outputs), dim=-1)[torch.tensor(views)]
+            return self.text_views.pool(embeddings).cpu().numpy()
 
     def unknown_words(self, text: str) -> list[str]:
         """The distinct words of ``text`` with a token the text tower never learned: left out when it is encoded."""
         if self._unknown_tokens is None:
             return []
-        words = dict.fromkeys(word.strip(".,;:!?\"'") for word in text.split())
-        return [word for word in words if word and self._unknown_tokens[self._tokenizer([word])[0]].any()]
+        words = [word for word in dict.fromkeys(word.strip(_PUNCTUATION) for word in text.split()) if word]
+        if not words:
+            return []
+        unknown = self._unknown_tokens[self._tokenizer(words)].any(dim=1).tolist()
+        return [word for word, left_out in zip(words, unknown) if left_out]
+
+    def _without_unknown_words(self, text: str) -> str:
+        """``text`` without its :meth:`unknown_words` (their punctuation stays): the text the tower reads, so that a
+        goal with a word it never learned has the views of the goal without it."""
+        unknown = set(self.unknown_words(text))
+        if not unknown:
+            return text
+        kept = (word.replace(word.strip(_PUNCTUATION), "") if word.strip(_PUNCTUATION) in unknown else word for word in text.split())
+        return " ".join(word for word in kept if word)
 
     def _autocast(self):
         if self._autocast_dtype is None:
@@ -223,6 +246,20 @@ def without_unknown_tokens(tokens: torch.Tensor, unknown: torch.Tensor | None) -
     keep = ~unknown[tokens]
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
     return tokens.gather(1, order).masked_fill(~keep.gather(1, order), 0)
+
+
+def _checkpoint_text_views(path: str | None) -> TextViews:
+    """The text views a safetensors checkpoint's metadata names; as written for anything else."""
+    if path is None or Path(path).suffix != ".safetensors":
+        return TextViews()
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as checkpoint:
+        metadata = checkpoint.metadata()
+    try:
+        return TextViews.from_metadata(metadata, path)
+    except ValueError as error:
+        raise WeightsError(str(error)) from None
 
 
 def register_shipped_models() -> None:

@@ -10,7 +10,7 @@ import click
 
 from annotate.clip_data import EpisodeSplit, load_frames, scan
 from annotate.clip_eval import DEFAULT_PROMPTS, PromptPair, evaluate_clip
-from annotate.clip_finetune import CARD_FILE, DEFAULT_MODEL, FinetuneConfig, finetune, read_card
+from annotate.clip_finetune import CARD_FILE, DEFAULT_MODEL, RANDOM_INIT_TEXT_VIEWS, FinetuneConfig, finetune, read_card
 from annotate.model_weights import WeightsError
 from annotate.static_pathway import ClipConfig, StaticPathway
 from data_schema import Dataset, DatasetError
@@ -62,6 +62,13 @@ def clip() -> None:
               help="Share of each training sentence's words dropped, common words more often than rare ones, so the text "
                    "tower learns what the telling words mean rather than the templates' syntax, and language goals phrased "
                    "anew rank danger (0 trains on whole sentences).")
+@click.option("--text-views", type=click.IntRange(min=1), default=None,
+              help="The static pathway reads a language goal (or VLM description) as the mean embedding of this many copies "
+                   "with words dropped at random: a text tower trained from random weights on templates reads a new sentence "
+                   "through its word order, which differs from seed to seed, and the mean rests on the words. Written into "
+                   f"the checkpoint; 1 reads texts as written. [default: {RANDOM_INIT_TEXT_VIEWS} with --init none, else 1]")
+@click.option("--text-view-dropout", type=float, default=_DEFAULTS.text_view_dropout, show_default=True,
+              help="Probability that a word is dropped from each of the --text-views copies.")
 @click.option("--mirror/--no-mirror", default=_DEFAULTS.mirror, show_default=True,
               help="Mirror half the samples left to right, the frame and the sides its caption names.")
 @click.option("--heldout-share", type=float, default=_DEFAULTS.heldout_share, show_default=True,
@@ -71,8 +78,8 @@ def clip() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=_DEFAULTS.threads, show_default=True,
               help="torch CPU threads; more than the idle cores slows training down.")
 def finetune_command(dataset: str, out_dir: str, model: str, init: str, epochs: int, batch_size: int, lr: float, weight_decay: float,
-                     hazard_share: float, leave_out: str, word_dropout: float, mirror: bool, heldout_share: float, seed: int,
-                     device: str, threads: int) -> None:  # fmt: skip
+                     hazard_share: float, leave_out: str, word_dropout: float, text_views: int | None, text_view_dropout: float, mirror: bool,
+                     heldout_share: float, seed: int, device: str, threads: int) -> None:  # fmt: skip
     """Contrastive fine-tuning of CLIP (open_clip's ClipLoss) on DATASET's BEV frames and their captions.
 
     Captions are made from each frame's ground truth (road users in the corridor ahead, vehicles within braking
@@ -84,7 +91,8 @@ def finetune_command(dataset: str, out_dir: str, model: str, init: str, epochs: 
         slots = tuple(slot.strip() for slot in leave_out.split(",") if slot.strip())
         config = FinetuneConfig(
             model=model, init=init, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, hazard_share=hazard_share,
-            leave_out=slots, word_dropout=word_dropout, mirror=mirror, heldout_share=heldout_share, seed=seed, device=device, threads=threads,
+            leave_out=slots, word_dropout=word_dropout, text_views=text_views, text_view_dropout=text_view_dropout, mirror=mirror,
+            heldout_share=heldout_share, seed=seed, device=device, threads=threads,
         )  # fmt: skip
     except ValueError as error:
         raise click.ClickException(str(error)) from None
@@ -181,6 +189,9 @@ def _echo_summary(summary: dict) -> None:
     click.echo(
         f"held-out frames {summary['frames']:,}: " + ", ".join(f"{kind} {count:,}" for kind, count in hazards.items())
     )
+    views = summary.get("text_views")
+    if views and views["count"] > 1:
+        click.echo(f"texts read as the mean of {views['count']} copies, each word dropped with p {views['dropout']:g} (the checkpoint's text views)")
     if summary.get("road_user_frames"):
         click.echo("  critical road users in the corridor: " + ", ".join(f"{kind} {count:,}" for kind, count in summary["road_user_frames"].items()))
     click.echo(f"{'AUROC of r_static':<28} {'critical_agent':>14} {'vehicle_close':>14} {'event_soon':>11} {'any':>7}   prompts")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from annotate.captions import Sentence
-from annotate.clip_data import ClipFrames, EpisodeSplit, SentencePool, drop_words
+from annotate.clip_data import ClipFrames, EpisodeSplit, SentencePool
 from annotate.clip_finetune import STATE_FILE, FinetuneConfig, _load_state, _state_identity, epoch_order
 from data_schema.errors import DatasetError
 
@@ -68,35 +68,6 @@ def test_sentence_ids_are_those_of_the_rows_captions_in_either_orientation():
     named = lambda *texts: [ids[t] for t in sorted(texts, key=ids.get)]  # noqa: E731
     assert pool.sentence_ids(np.array([1])).tolist() == named("A cyclist crosses from the left.", "A cyclist crosses from the right.", "The car has to brake.")
     assert pool.sentence_ids(np.array([2, 0, 2])).tolist() == named("The car has left the road.", "The road ahead is clear.")
-
-
-def test_word_dropout_keeps_an_ordered_subset_of_the_words_at_the_asked_rate():
-    text = "A cyclist is crossing the road 8 m ahead, from the left."
-    words = text.split()
-    rng = np.random.default_rng(0)
-    kept = 0
-    for _ in range(2000):
-        out = drop_words(text, 0.3, rng, {}).split()  # no word rarer than another: each goes with p
-        assert out, "one word always survives"
-        it = iter(words)
-        assert all(word in it for word in out)  # a subsequence: order kept, nothing invented
-        kept += len(out)
-    assert kept / (2000 * len(words)) == pytest.approx(0.7, abs=0.02)
-    assert drop_words(text, 0.0, rng, {}) == text
-    assert all(len(drop_words(text, 0.999, rng, {}).split()) == 1 for _ in range(50))
-    with pytest.raises(ValueError, match="word_dropout"):
-        FinetuneConfig(word_dropout=1.0)
-
-
-def test_weighted_word_dropout_drops_common_words_more_and_keeps_the_rarest():
-    idf = {"the": 0.1, "road": 1.0, "is": 0.2, "clear": 3.0}
-    rng = np.random.default_rng(0)
-    outs = [drop_words("The road is clear.", 0.3, rng, idf).split() for _ in range(4000)]
-    assert all(out[-1] == "clear." for out in outs)  # the rarest word always stays
-    dropped = {w: np.mean([w not in out for out in outs]) for w in ("The", "road", "is")}
-    gap = np.array([2.9, 2.0, 2.8])
-    np.testing.assert_allclose(list(dropped.values()), 0.3 * gap / np.r_[gap, 0.0].mean(), atol=0.03)
-    assert np.mean([4 - len(out) for out in outs]) / 4 == pytest.approx(0.3, abs=0.02)  # p of the words on average
 
 
 def test_pool_idf_counts_sentences_as_the_captions_use_them():

@@ -8,6 +8,7 @@ import pytest
 from annotate.captions import Sentence
 from annotate.clip_data import ClipFrames
 from annotate.clip_eval import PromptPair, evaluate_clip
+from annotate.word_dropout import TextViews
 
 CLEAR, CROSSING = "The road ahead is clear.", "A pedestrian is crossing the lane in front of the car."
 PAIR = PromptPair("planted", CLEAR, CROSSING)
@@ -22,6 +23,7 @@ class PlantedPathway:
         self.images = images
         self.texts = {CLEAR: np.array([1.0, 0.0]), CROSSING: np.array([0.0, 1.0])}
         self.vocabulary = set(f"{CLEAR} {CROSSING}".split())
+        self.text_views = TextViews()
 
     def encode_images(self, frames: list) -> np.ndarray:
         return self.images[np.asarray(frames, dtype=int)]

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 from annotate.model_weights import WeightsError, file_digest, host_reachable
 from annotate.static_pathway import ClipConfig, StaticPathway, _cached_tag_file, without_unknown_tokens
+from annotate.word_dropout import TextViews
 
 PROMPTS = ["The road is clear with no car accidents", "Two cars have collided with each other on the road"]
 
@@ -156,6 +157,34 @@ def test_words_with_all_zero_token_embeddings_are_left_out_of_encoded_texts(tiny
         direct = loaded.model.encode_text(tokenizer(without))
     np.testing.assert_allclose(loaded.encode_texts(PROMPTS), torch.nn.functional.normalize(direct, dim=-1).numpy(), atol=1e-6)
     assert not np.allclose(loaded.encode_texts(PROMPTS), tiny_clip.encode_texts(PROMPTS), atol=1e-3)
+
+
+def test_a_checkpoint_names_the_views_its_texts_are_read_through(tiny_clip, tiny_clip_config, tmp_path):
+    """A fine-tune writes its text views into the checkpoint's metadata; each text is then read as the mean of its
+    views, whatever the batch, and the file hash that names the weights covers the views."""
+    state = {name: tensor.contiguous() for name, tensor in tiny_clip.model.state_dict().items()}
+    views = TextViews(8, 0.5)
+    save_file(state, str(tmp_path / "views.safetensors"), metadata=views.metadata())
+    save_file(state, str(tmp_path / "plain.safetensors"))
+    config = replace(tiny_clip_config, pretrained=str(tmp_path / "views.safetensors"), batch_size=3)  # views span batches
+    loaded, as_written = StaticPathway(config), StaticPathway(config, TextViews())
+
+    assert loaded.text_views == views and as_written.text_views == TextViews() and tiny_clip.text_views == TextViews()
+    assert StaticPathway(replace(config, pretrained=str(tmp_path / "plain.safetensors"))).text_views == TextViews()
+    assert loaded.weights_id != file_digest(tmp_path / "plain.safetensors")
+    read = loaded.encode_texts(PROMPTS)
+    for text, embedding in zip(PROMPTS, read):
+        mean = as_written.encode_texts(views.expand([text])).mean(axis=0)
+        np.testing.assert_allclose(embedding, mean / np.linalg.norm(mean), atol=1e-6)
+    np.testing.assert_allclose(loaded.encode_texts(PROMPTS[1:]), read[1:], atol=1e-6)
+    assert not np.allclose(read, as_written.encode_texts(PROMPTS), atol=1e-3)
+
+
+def test_bad_text_views_in_a_checkpoint_name_the_file(tiny_clip, tiny_clip_config, tmp_path):
+    state = {name: tensor.contiguous() for name, tensor in tiny_clip.model.state_dict().items()}
+    save_file(state, str(tmp_path / "clip.safetensors"), metadata={"text_views": "8", "text_view_dropout": "0"})
+    with pytest.raises(WeightsError, match=r"clip\.safetensors: bad text views .*need a dropout"):
+        StaticPathway(replace(tiny_clip_config, pretrained=str(tmp_path / "clip.safetensors")))
 
 
 def test_missing_checkpoint_and_unknown_tag_name_the_problem(tmp_path):

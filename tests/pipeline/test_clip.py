@@ -68,6 +68,7 @@ def test_checkpoint_loaded_by_annotate_reproduces_the_finetuners_embeddings(tune
     keys = list(zip(steps.column("episode_id").to_pylist(), steps.column("step").to_pylist()))
     frames = [decode_image(steps.column("bev")[keys.index(tuple(k))].as_py()) for k in fingerprint["frames"]]
     pathway = StaticPathway(ClipConfig(model=card["model"], pretrained=checkpoint, device="cpu"))
+    assert pathway.text_views == TINY.views and card["heldout"]["text_views"] == {"count": TINY.text_views, "dropout": TINY.text_view_dropout}
     np.testing.assert_allclose(pathway.encode_images(frames), fingerprint["image_embeddings"], atol=1e-5)
     np.testing.assert_allclose(pathway.encode_texts(fingerprint["texts"]), fingerprint["text_embeddings"], atol=1e-5)
 
@@ -94,6 +95,7 @@ def test_eval_reports_auroc_retrieval_and_a_histogram(tuned, town, tmp_path):
                     "--prompts", "The road ahead is clear.", "A car is stopped close ahead.")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "user-1" in result.output and "text-to-image retrieval" in result.output
+    assert f"texts read as the mean of {TINY.text_views} copies, each word dropped with p {TINY.text_view_dropout:g}" in result.output
     assert re.search(r"left out, never learned: .*accidents, Two, cars, have, collided, each, other\n", result.output)
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     # the same split and checkpoint as the card's held-out evaluation: the same figures
@@ -141,16 +143,17 @@ def test_rerun_of_a_finished_finetune_does_no_work_and_other_settings_are_refuse
 
 
 @pytest.mark.slow
-def test_a_card_from_before_word_dropout_counts_as_trained_without_it(tuned, town, tmp_path):
+def test_a_card_from_before_word_dropout_and_text_views_counts_as_trained_without_them(tuned, town, tmp_path):
     out, card = tuned
     older = tmp_path / "older"
     older.mkdir()
     (older / CHECKPOINT_FILE).write_bytes((out / CHECKPOINT_FILE).read_bytes())
-    settings = {k: v for k, v in card["settings"].items() if k != "word_dropout"}
+    settings = {k: v for k, v in card["settings"].items() if k not in ("word_dropout", "text_views", "text_view_dropout")}
     (older / CARD_FILE).write_text(json.dumps({**card, "settings": settings}))
-    assert finetune(town, older, dataclasses.replace(TINY, word_dropout=0.0), progress=False)["settings"] == settings
-    with pytest.raises(DatasetError, match="other settings"):
-        finetune(town, older, dataclasses.replace(TINY, word_dropout=0.3), progress=False)
+    assert finetune(town, older, dataclasses.replace(TINY, word_dropout=0.0, text_views=1), progress=False)["settings"] == settings
+    for changed in ({"word_dropout": 0.3, "text_views": 1}, {"word_dropout": 0.0}):
+        with pytest.raises(DatasetError, match="other settings"):
+            finetune(town, older, dataclasses.replace(TINY, **changed), progress=False)
 
 
 def test_bad_init_is_refused_before_any_work(tmp_path):
