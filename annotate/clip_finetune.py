@@ -42,7 +42,7 @@ from annotate.captions import CONTEXT_SLOTS, TEMPLATE_VERSION, TEMPLATES, templa
 from annotate.clip_data import ClipFrames, EpisodeSplit, SentencePool, load_frames, scan
 from annotate.clip_eval import BEV_PROMPTS, DEFAULT_PROMPTS, PromptPair, evaluate_clip
 from annotate.model_weights import WeightsError
-from annotate.static_pathway import ClipConfig, StaticPathway, token_embedding, unknown_tokens, without_unknown_tokens
+from annotate.static_pathway import ClipConfig, StaticPathway, read_texts, token_embedding, unknown_tokens
 from annotate.word_dropout import TextViews
 from data_schema.dataset import Dataset
 from data_schema.errors import DatasetError
@@ -62,6 +62,7 @@ CARD_FORMAT = "drive-vlm-rl/clip-card"
 #: Held-out frames whose embeddings the card keeps, and how closely a loaded checkpoint must reproduce them.
 FINGERPRINT_FRAMES = 8
 FINGERPRINT_ATOL = 1e-5
+FINGERPRINT_TEXT_BATCH = 256
 #: Seeds the draw of the held-out frames' sentences, apart from every epoch's draw.
 HELDOUT_DRAW = 2**31 - 1
 #: Settings that only say how to compute: a resumed run may change them.
@@ -133,10 +134,6 @@ class FinetuneConfig:
             raise ValueError(f"leave_out: unknown caption slot(s) {unknown}; slots are {', '.join(TEMPLATES)}")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"word_dropout must be within [0, 1), got {self.word_dropout}")
-        if self.text_views is None:
-            object.__setattr__(self, "text_views", RANDOM_INIT_TEXT_VIEWS if self.init == "none" else 1)
-        if self.text_views == 1:
-            object.__setattr__(self, "text_view_dropout", 0.0)  # one view is the text as written: no dropout to record
         try:
             self.views
         except ValueError as error:
@@ -147,12 +144,15 @@ class FinetuneConfig:
 
     @property
     def views(self) -> TextViews:
-        """How the fine-tuned static pathway reads texts."""
-        return TextViews(self.text_views, self.text_view_dropout)
+        """How the fine-tuned static pathway reads texts (one view, the text as written, has no dropout)."""
+        count = self.text_views if self.text_views is not None else RANDOM_INIT_TEXT_VIEWS if self.init == "none" else 1
+        return TextViews(count, self.text_view_dropout if count > 1 else 0.0)
 
     def settings(self) -> dict[str, Any]:
-        """What decides the weights (the card and the resume check): everything but execution settings."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items() if k not in EXECUTION_SETTINGS}
+        """What decides the checkpoint and its card (and the resume check): everything but execution settings,
+        the text views as resolved."""
+        settings = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items() if k not in EXECUTION_SETTINGS}
+        return {**settings, "text_views": self.views.count, "text_view_dropout": self.views.dropout}
 
 
 def read_card(path: str | Path) -> dict[str, Any]:
@@ -401,8 +401,7 @@ def _fingerprint(model, tokenizer, pixels, data: ClipFrames, device: torch.devic
     rows = data.test[:: max(len(data.test) // FINGERPRINT_FRAMES, 1)][:FINGERPRINT_FRAMES]
     texts = [BEV_PROMPTS.positive, BEV_PROMPTS.negative]
     images = torch.nn.functional.normalize(model.encode_image(pixels(rows)).float(), dim=-1)
-    tokens = without_unknown_tokens(tokenizer(views.expand(texts)), unknown_tokens(model)).to(device)  # as annotate reads them
-    prompts = views.pool(torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1))
+    prompts = read_texts(model, tokenizer, texts, views, unknown_tokens(model), FINGERPRINT_TEXT_BATCH, device)  # as annotate reads them
     return {
         "frames": [[str(data.episode_id[r]), int(data.step[r])] for r in rows], "image_embeddings": images.cpu().tolist(),
         "texts": texts, "text_embeddings": prompts.cpu().tolist(),

@@ -185,16 +185,9 @@ class StaticPathway:
             raise TypeError("encode_texts: every text must be a str")
         if not texts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        index: dict[str, int] = {}  # views repeat (a short goal's 256 views hold a few dozen distinct ones): encode each once
-        views = [index.setdefault(view, len(index)) for view in self.text_views.expand([self._without_unknown_words(text) for text in texts])]
-        distinct = list(index)
-        outputs = []
         with torch.inference_mode(), self._autocast():
-            for start in range(0, len(distinct), self.config.batch_size):
-                tokens = without_unknown_tokens(self._tokenizer(distinct[start : start + self.config.batch_size]), self._unknown_tokens)
-                outputs.append(self.model.encode_text(tokens.to(self.device)).float())
-            embeddings = torch.nn.functional.normalize(torch.cat(outputs), dim=-1)[torch.tensor(views)]
-            return self.text_views.pool(embeddings).cpu().numpy()
+            embeddings = read_texts(self.model, self._tokenizer, texts, self.text_views, self._unknown_tokens, self.config.batch_size, self.device)
+            return embeddings.cpu().numpy()
 
     def unknown_words(self, text: str) -> list[str]:
         """The distinct words of ``text`` with a token the text tower never learned: left out when it is encoded."""
@@ -206,19 +199,45 @@ class StaticPathway:
         unknown = self._unknown_tokens[self._tokenizer(words)].any(dim=1).tolist()
         return [word for word, left_out in zip(words, unknown) if left_out]
 
-    def _without_unknown_words(self, text: str) -> str:
-        """``text`` without its :meth:`unknown_words` (their punctuation stays): the text the tower reads, so that a
-        goal with a word it never learned has the views of the goal without it."""
-        unknown = set(self.unknown_words(text))
-        if not unknown:
-            return text
-        kept = (word.replace(word.strip(_PUNCTUATION), "") if word.strip(_PUNCTUATION) in unknown else word for word in text.split())
-        return " ".join(word for word in kept if word)
-
     def _autocast(self):
         if self._autocast_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+
+def read_texts(
+    model: torch.nn.Module, tokenizer, texts: list[str], views: TextViews, unknown: torch.Tensor | None, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """Unit embeddings of ``texts`` as the static pathway reads them (the fine-tuner's fingerprint too): through
+    ``views``, each distinct copy encoded once (a short goal's 256 copies hold a few dozen distinct ones), without
+    the tokens marked ``unknown``. Read through views, a text first loses its unknown pieces, so that a goal with
+    a word the tower never learned has the copies of the goal without it."""
+    if views.count > 1 and unknown is not None:
+        texts = [without_unknown_pieces(text, tokenizer, unknown) for text in texts]
+    index: dict[str, int] = {}
+    copies = torch.tensor([index.setdefault(copy, len(index)) for copy in views.expand(texts)])
+    distinct = list(index)
+    outputs = []
+    for start in range(0, len(distinct), batch_size):
+        tokens = without_unknown_tokens(tokenizer(distinct[start : start + batch_size]), unknown)
+        outputs.append(model.encode_text(tokens.to(device)).float())
+    return views.pool(torch.nn.functional.normalize(torch.cat(outputs), dim=-1), copies)
+
+
+def without_unknown_pieces(text: str, tokenizer, unknown: torch.Tensor) -> str:
+    """``text`` without the pieces its tokenizer splits words into (letters, a digit, punctuation) that hold a
+    token marked ``unknown``: "(accidents)" keeps "( )", spaced so that they tokenise as before. Texts pass
+    unchanged through tokenizers without open_clip's pre-split pattern."""
+    pattern, encode = getattr(tokenizer, "pat", None), getattr(tokenizer, "encode", None)
+    if pattern is None or encode is None:
+        return text
+    words = text.split()
+    pieces = [pattern.findall(tokenizer.clean_fn(word)) for word in words]
+    known = {piece: not unknown[encode(piece)].any() for piece in {p for split in pieces for p in split}}
+    kept = []
+    for word, split in zip(words, pieces):
+        kept.extend([word] if all(known[p] for p in split) else [p for p in split if known[p]])
+    return " ".join(kept)
 
 
 def token_embedding(model: torch.nn.Module) -> torch.nn.Embedding | None:

@@ -17,11 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["TextViews", "drop_words", "words"]
+__all__ = ["DRAW_VERSION", "TextViews", "drop_words", "words"]
 
-#: Keys of the safetensors metadata a fine-tune writes its :class:`TextViews` under.
+#: Keys of the safetensors metadata a fine-tune writes its :class:`TextViews` under, and the version of how copies
+#: are drawn: a checkpoint's file hash names its weights in label-set specs, so a change to the draw must come
+#: with a new version, never change the embeddings of a checkpoint already written.
 _COUNT_KEY = "text_views"
 _DROPOUT_KEY = "text_view_dropout"
+_DRAW_KEY = "text_view_draw"
+DRAW_VERSION = "1"
 
 
 def drop_words(text: str, p: float, rng: np.random.Generator, idf: Mapping[str, float]) -> str:
@@ -38,10 +42,15 @@ def drop_words(text: str, p: float, rng: np.random.Generator, idf: Mapping[str, 
     weight = np.array([idf.get(w, 0.0) for w in words(text)])
     gap = weight.max() - weight
     probs = np.minimum(p * gap / gap.mean(), 1.0) if gap.mean() > 0 else np.full(len(split), p)
-    kept = rng.random(len(split)) >= probs
+    return " ".join(w for w, keep in zip(split, _kept(probs, rng)) if keep)
+
+
+def _kept(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Which words stay when each goes with its probability: at least one."""
+    kept = rng.random(len(probs)) >= probs
     if not kept.any():
-        kept[rng.integers(len(split))] = True
-    return " ".join(w for w, keep in zip(split, kept) if keep)
+        kept[rng.integers(len(probs))] = True
+    return kept
 
 
 def words(text: str) -> list[str]:
@@ -54,10 +63,11 @@ class TextViews:
     """How texts are read: as written (``count`` 1), or as the normalised mean of the unit embeddings of ``count``
     copies with each word dropped with probability ``dropout``.
 
-    The copies of a text are a pure function of the text (seeded by its digest), so a text embeds the same alone,
-    in any batch and on any machine. A fine-tune writes its views into the checkpoint's metadata
-    (:meth:`metadata`); the static pathway reads them back (:meth:`from_metadata`), so a checkpoint is always
-    read as it was evaluated, and its file hash, which names the weights in label-set specs, covers them.
+    The copies of a text are a pure function of its words (seeded by a digest of them, lower-cased as the
+    tokenizer reads them), so a text embeds the same alone, in any batch and on any machine. A fine-tune writes
+    its views into the checkpoint's metadata (:meth:`metadata`); the static pathway reads them back
+    (:meth:`from_metadata`), so a checkpoint is always read as it was evaluated, and its file hash, which names
+    the weights in label-set specs, covers them.
     """
 
     count: int = 1
@@ -77,28 +87,40 @@ class TextViews:
             return list(texts)
         return [view for text in texts for view in self._views(text)]
 
-    def pool(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Unit embeddings of the texts from the unit embeddings of their :meth:`expand` copies."""
+    def pool(self, distinct: torch.Tensor, copies: torch.Tensor) -> torch.Tensor:
+        """Unit embeddings of the texts from the unit embeddings of the ``distinct`` copies, where ``copies[i]`` is
+        the row of the :meth:`expand` copy ``i``: a sparse sum, so the copies are never gathered (a text of 25
+        words has nearly as many distinct copies as ``count``)."""
+        copies = copies.to(distinct.device)
         if self.count == 1:
-            return embeddings
-        mean = embeddings.reshape(-1, self.count, embeddings.shape[-1]).mean(dim=1)
-        return torch.nn.functional.normalize(mean, dim=-1)
+            return distinct[copies]
+        texts = torch.arange(len(copies), device=distinct.device) // self.count
+        ones = torch.ones(len(copies), dtype=distinct.dtype, device=distinct.device)
+        shape = (len(copies) // self.count, len(distinct))
+        counts = torch.sparse_coo_tensor(torch.stack([texts, copies]), ones, shape, check_invariants=False)  # valid by construction
+        return torch.nn.functional.normalize(torch.sparse.mm(counts, distinct), dim=-1)
 
     def metadata(self) -> dict[str, str]:
         """Safetensors metadata (strings) that :meth:`from_metadata` reads back."""
-        return {_COUNT_KEY: str(self.count), _DROPOUT_KEY: repr(self.dropout)}
+        return {_COUNT_KEY: str(self.count), _DROPOUT_KEY: repr(self.dropout), _DRAW_KEY: DRAW_VERSION}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str] | None, source: str) -> TextViews:
         """The views a checkpoint's metadata names; as written when it names none (every pretrained checkpoint)."""
         if not metadata or _COUNT_KEY not in metadata:
             return cls()
+        if metadata.get(_DRAW_KEY) != DRAW_VERSION:
+            raise ValueError(f"{source}: text views drawn by version {metadata.get(_DRAW_KEY)!r}, this code draws version {DRAW_VERSION!r}")
         try:
             return cls(int(metadata[_COUNT_KEY]), float(metadata.get(_DROPOUT_KEY, "0.0")))
         except ValueError as error:
             raise ValueError(f"{source}: bad text views in the checkpoint's metadata {dict(metadata)}: {error}") from None
 
     def _views(self, text: str) -> list[str]:
-        seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+        split = text.split()
+        if not split:
+            return [text] * self.count
+        seed = int.from_bytes(hashlib.blake2b(" ".join(split).lower().encode(), digest_size=8).digest(), "little")
         rng = np.random.default_rng(seed)
-        return [drop_words(text, self.dropout, rng, {}) for _ in range(self.count)]
+        probs = np.full(len(split), self.dropout)
+        return [" ".join(w for w, keep in zip(split, _kept(probs, rng)) if keep) for _ in range(self.count)]

@@ -13,7 +13,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from annotate.model_weights import WeightsError, file_digest, host_reachable
-from annotate.static_pathway import ClipConfig, StaticPathway, _cached_tag_file, without_unknown_tokens
+from annotate.clip_data import ClipFrames
+from annotate.clip_finetune import _fingerprint
+from annotate.static_pathway import ClipConfig, StaticPathway, _cached_tag_file, without_unknown_pieces, without_unknown_tokens
 from annotate.word_dropout import TextViews
 
 PROMPTS = ["The road is clear with no car accidents", "Two cars have collided with each other on the road"]
@@ -180,9 +182,55 @@ def test_a_checkpoint_names_the_views_its_texts_are_read_through(tiny_clip, tiny
     assert not np.allclose(read, as_written.encode_texts(PROMPTS), atol=1e-3)
 
 
+def zeroed_checkpoint(pathway: StaticPathway, path, words: str, views: TextViews) -> torch.Tensor:
+    """``pathway``'s weights with the tokens of ``words`` zeroed, as a fine-tune zeroes words it never learned; the
+    mask of those tokens."""
+    tokenizer = open_clip.get_tokenizer(TINY_CLIP_MODEL)
+    state = {name: tensor.clone().contiguous() for name, tensor in pathway.model.state_dict().items()}
+    unknown = torch.zeros(state["token_embedding.weight"].shape[0], dtype=torch.bool)
+    unknown[tokenizer.encode(words)] = True
+    state["token_embedding.weight"][unknown] = 0.0
+    save_file(state, str(path), metadata=views.metadata())
+    return unknown
+
+
+def test_unknown_pieces_go_and_the_rest_of_their_word_stays():
+    tokenizer = open_clip.get_tokenizer(TINY_CLIP_MODEL)
+    unknown = torch.zeros(49408, dtype=torch.bool)
+    unknown[tokenizer.encode("accidents (")] = True
+    text = "The road is clear (no car accidents)."
+    assert without_unknown_pieces(text, tokenizer, unknown) == "The road is clear no car )."
+    assert (tokenizer([without_unknown_pieces(text, tokenizer, unknown)]) == without_unknown_tokens(tokenizer([text]), unknown)).all()
+    assert without_unknown_pieces("The road is clear.", tokenizer, unknown) == "The road is clear."
+
+
+def test_read_through_views_a_goal_with_words_never_learned_reads_as_the_goal_without_them(tiny_clip, tiny_clip_config, tmp_path):
+    zeroed_checkpoint(tiny_clip, tmp_path / "clip.safetensors", "accidents (", TextViews(16, 0.8))
+    loaded = StaticPathway(replace(tiny_clip_config, pretrained=str(tmp_path / "clip.safetensors")))
+
+    assert loaded.text_views == TextViews(16, 0.8)
+    with_unknown = loaded.encode_texts(["The road is clear with no car accidents", "A cyclist (on the left) is crossing."])
+    without = loaded.encode_texts(["The road is clear with no car", "A cyclist on the left) is crossing."])
+    np.testing.assert_allclose(with_unknown, without, atol=1e-6)
+
+
+def test_the_finetuners_fingerprint_reads_texts_as_the_pathway_does(tiny_clip, tiny_clip_config, tmp_path):
+    """The fingerprint check compares the trained model's reading of the demo's goals with the checkpoint's: both
+    read through the same views, also when a goal's word was never learned ("clear" here)."""
+    views = TextViews(16, 0.8)
+    zeroed_checkpoint(tiny_clip, tmp_path / "clip.safetensors", "clear", views)
+    loaded = StaticPathway(replace(tiny_clip_config, pretrained=str(tmp_path / "clip.safetensors")))
+    data = ClipFrames("d", [], np.array(["e"] * 2), np.arange(2), [[], []], {"any": np.array([True, False])}, np.ones(2, bool))
+    pixels = lambda rows: torch.zeros(len(rows), 3, 224, 224)  # noqa: E731  (the image side is not under test)
+    fingerprint = _fingerprint(loaded.model, loaded.tokenizer, pixels, data, loaded.device, views)
+
+    assert loaded.unknown_words(" ".join(fingerprint["texts"])) == ["clear"]
+    np.testing.assert_allclose(loaded.encode_texts(fingerprint["texts"]), fingerprint["text_embeddings"], atol=1e-6)
+
+
 def test_bad_text_views_in_a_checkpoint_name_the_file(tiny_clip, tiny_clip_config, tmp_path):
     state = {name: tensor.contiguous() for name, tensor in tiny_clip.model.state_dict().items()}
-    save_file(state, str(tmp_path / "clip.safetensors"), metadata={"text_views": "8", "text_view_dropout": "0"})
+    save_file(state, str(tmp_path / "clip.safetensors"), metadata={**TextViews(8, 0.5).metadata(), "text_view_dropout": "0"})
     with pytest.raises(WeightsError, match=r"clip\.safetensors: bad text views .*need a dropout"):
         StaticPathway(replace(tiny_clip_config, pretrained=str(tmp_path / "clip.safetensors")))
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
 
 from annotate.clip_finetune import RANDOM_INIT_TEXT_VIEWS, TEXT_VIEW_DROPOUT, FinetuneConfig
-from annotate.word_dropout import TextViews, drop_words
+from annotate.word_dropout import DRAW_VERSION, TextViews, drop_words
+
+#: The first 16 hex digits of the sha256 of draw version 1's copies in ``test_the_draw_of_copies_is_pinned``.
+PINNED_DRAW = "0a88c09e4c716454"
 
 
 def test_word_dropout_keeps_an_ordered_subset_of_the_words_at_the_asked_rate():
@@ -66,14 +71,29 @@ def test_views_drop_each_word_at_the_asked_rate_and_keep_the_order():
 
 def test_pool_is_the_normalised_mean_of_each_texts_copies():
     rng = np.random.default_rng(0)
-    unit = rng.normal(size=(6, 5))
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    pooled = TextViews(3, 0.5).pool(torch.from_numpy(unit)).numpy()
-    for i, rows in enumerate((unit[:3], unit[3:])):
+    distinct = rng.normal(size=(4, 5))
+    distinct /= np.linalg.norm(distinct, axis=1, keepdims=True)
+    copies = np.array([0, 1, 1, 2, 3, 3])  # two texts of three copies, one copy of the first twice
+    pooled = TextViews(3, 0.5).pool(torch.from_numpy(distinct), torch.from_numpy(copies)).numpy()
+    for i, rows in enumerate((distinct[[0, 1, 1]], distinct[[2, 3, 3]])):
         mean = rows.mean(axis=0)
         np.testing.assert_allclose(pooled[i], mean / np.linalg.norm(mean), atol=1e-12)
-    same = torch.from_numpy(unit)
-    assert TextViews().pool(same) is same
+    np.testing.assert_array_equal(TextViews().pool(torch.from_numpy(distinct), torch.tensor([2, 0])).numpy(), distinct[[2, 0]])
+
+
+def test_copies_depend_on_the_words_as_the_tokenizer_reads_them_not_on_spacing_or_case():
+    views = TextViews(32, 0.8)
+    copies = views.expand(["The road ahead is clear."])
+    assert [c.lower() for c in views.expand(["the  road ahead is CLEAR. "])] == [c.lower() for c in copies]
+    assert views.expand(["The road ahead is clear!"]) != copies
+
+
+def test_the_draw_of_copies_is_pinned():
+    """Checkpoints name their weights by file hash, and the copies are part of how they read text: a change to
+    the draw must bump ``DRAW_VERSION`` (and this test), never silently re-read an existing checkpoint."""
+    copies = TextViews(8, 0.8).expand(["A cyclist is crossing the road 8 m ahead."])
+    digest = hashlib.sha256("\n".join(copies).encode()).hexdigest()[:16]
+    assert (DRAW_VERSION, digest) == ("1", PINNED_DRAW), copies
 
 
 def test_metadata_round_trip_and_bad_values_name_the_source():
@@ -82,9 +102,11 @@ def test_metadata_round_trip_and_bad_values_name_the_source():
     assert TextViews.from_metadata(None, "m.safetensors") == TextViews()
     assert TextViews.from_metadata({"format": "pt"}, "m.safetensors") == TextViews()
     with pytest.raises(ValueError, match=r"m\.safetensors: bad text views"):
-        TextViews.from_metadata({"text_views": "many", "text_view_dropout": "0.8"}, "m.safetensors")
+        TextViews.from_metadata({**views.metadata(), "text_views": "many"}, "m.safetensors")
     with pytest.raises(ValueError, match=r"m\.safetensors: bad text views .*dropout"):
-        TextViews.from_metadata({"text_views": "8", "text_view_dropout": "1.5"}, "m.safetensors")
+        TextViews.from_metadata({**views.metadata(), "text_view_dropout": "1.5"}, "m.safetensors")
+    with pytest.raises(ValueError, match=r"m\.safetensors: text views drawn by version '0'"):
+        TextViews.from_metadata({**views.metadata(), "text_view_draw": "0"}, "m.safetensors")
 
 
 @pytest.mark.parametrize(("count", "dropout", "match"), [(0, 0.0, "count"), (8, 1.0, "dropout"), (8, 0.0, "need a dropout"), (1, 0.5, "as written")])

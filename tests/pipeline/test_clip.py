@@ -68,7 +68,7 @@ def test_checkpoint_loaded_by_annotate_reproduces_the_finetuners_embeddings(tune
     keys = list(zip(steps.column("episode_id").to_pylist(), steps.column("step").to_pylist()))
     frames = [decode_image(steps.column("bev")[keys.index(tuple(k))].as_py()) for k in fingerprint["frames"]]
     pathway = StaticPathway(ClipConfig(model=card["model"], pretrained=checkpoint, device="cpu"))
-    assert pathway.text_views == TINY.views and card["heldout"]["text_views"] == {"count": TINY.text_views, "dropout": TINY.text_view_dropout}
+    assert pathway.text_views == TINY.views and card["heldout"]["text_views"] == {"count": TINY.views.count, "dropout": TINY.views.dropout}
     np.testing.assert_allclose(pathway.encode_images(frames), fingerprint["image_embeddings"], atol=1e-5)
     np.testing.assert_allclose(pathway.encode_texts(fingerprint["texts"]), fingerprint["text_embeddings"], atol=1e-5)
 
@@ -95,7 +95,7 @@ def test_eval_reports_auroc_retrieval_and_a_histogram(tuned, town, tmp_path):
                     "--prompts", "The road ahead is clear.", "A car is stopped close ahead.")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "user-1" in result.output and "text-to-image retrieval" in result.output
-    assert f"texts read as the mean of {TINY.text_views} copies, each word dropped with p {TINY.text_view_dropout:g}" in result.output
+    assert f"texts read as the mean of {TINY.views.count} copies, each word dropped with p {TINY.views.dropout:g}" in result.output
     assert re.search(r"left out, never learned: .*accidents, Two, cars, have, collided, each, other\n", result.output)
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     # the same split and checkpoint as the card's held-out evaluation: the same figures
