@@ -37,7 +37,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: from random weights in minutes on a CPU.
 SHIPPED_CONFIGS = Path(__file__).parent / "clip_configs"
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-_PUNCTUATION = ".,;:!?\"'"
 _OFFLINE_ADVICE = (
     "on a machine without internet, download the weights elsewhere and pass the file with "
     "--clip-checkpoint PATH (or pretrained='none' for random weights, e.g. in tests)"
@@ -190,14 +189,12 @@ class StaticPathway:
             return embeddings.cpu().numpy()
 
     def unknown_words(self, text: str) -> list[str]:
-        """The distinct words of ``text`` with a token the text tower never learned: left out when it is encoded."""
+        """The distinct pieces of ``text`` (words, punctuation) with a token the text tower never learned: left out
+        when it is encoded."""
         if self._unknown_tokens is None:
             return []
-        words = [word for word in dict.fromkeys(word.strip(_PUNCTUATION) for word in text.split()) if word]
-        if not words:
-            return []
-        unknown = self._unknown_tokens[self._tokenizer(words)].any(dim=1).tolist()
-        return [word for word, left_out in zip(words, unknown) if left_out]
+        pieces = _pieces_with_unknown(text, self._tokenizer, self._unknown_tokens)
+        return list(dict.fromkeys(piece for _, split in pieces for piece, unknown in split if unknown))
 
     def _autocast(self):
         if self._autocast_dtype is None:
@@ -225,19 +222,26 @@ def read_texts(
 
 
 def without_unknown_pieces(text: str, tokenizer, unknown: torch.Tensor) -> str:
-    """``text`` without the pieces its tokenizer splits words into (letters, a digit, punctuation) that hold a
-    token marked ``unknown``: "(accidents)" keeps "( )", spaced so that they tokenise as before. Texts pass
-    unchanged through tokenizers without open_clip's pre-split pattern."""
-    pattern, encode = getattr(tokenizer, "pat", None), getattr(tokenizer, "encode", None)
-    if pattern is None or encode is None:
-        return text
-    words = text.split()
-    pieces = [pattern.findall(tokenizer.clean_fn(word)) for word in words]
-    known = {piece: not unknown[encode(piece)].any() for piece in {p for split in pieces for p in split}}
+    """``text`` without its pieces that hold a token marked ``unknown`` (:func:`_pieces_with_unknown`):
+    "(accidents)" keeps "( )", spaced so that they tokenise as before."""
     kept = []
-    for word, split in zip(words, pieces):
-        kept.extend([word] if all(known[p] for p in split) else [p for p in split if known[p]])
+    for word, split in _pieces_with_unknown(text, tokenizer, unknown):
+        kept.extend([piece for piece, left_out in split if not left_out] if any(left_out for _, left_out in split) else [word])
     return " ".join(kept)
+
+
+def _pieces_with_unknown(text: str, tokenizer, unknown: torch.Tensor) -> list[tuple[str, list[tuple[str, bool]]]]:
+    """Per whitespace word of ``text``, the pieces open_clip's tokenizer splits it into (letters, a digit,
+    punctuation; the whole word for tokenizers without that pre-split), each with whether it holds a token
+    marked ``unknown``."""
+    pattern, encode = getattr(tokenizer, "pat", None), getattr(tokenizer, "encode", None)
+    words = [(word, pattern.findall(word) if pattern is not None else [word]) for word in text.split()]
+    distinct = sorted({piece for _, split in words for piece in split})
+    if encode is not None:
+        flags = {piece: bool(unknown[encode(piece)].any()) for piece in distinct}
+    else:  # a Hugging Face tokenizer: whole words, padded; its special tokens are in every training sentence
+        flags = dict(zip(distinct, unknown[tokenizer(distinct)].any(dim=1).tolist())) if distinct else {}
+    return [(word, [(piece, flags[piece]) for piece in split]) for word, split in words]
 
 
 def token_embedding(model: torch.nn.Module) -> torch.nn.Embedding | None:

@@ -96,8 +96,8 @@ def main() -> None:
         DEMO_FINETUNE, epochs=args.epochs, threads=args.threads, seed=args.seed, word_dropout=args.word_dropout,
         text_views=args.text_views, text_view_dropout=args.text_view_dropout,
     )  # fmt: skip
-    views = f"-v{config.views.count}-{config.views.dropout:g}" if config.views.count > 1 else ""
-    tuned = root / f"clip-e{args.epochs}-s{args.seed}-wd{args.word_dropout:g}{views}"
+    suffix = f"-v{config.views.count}-{config.views.dropout:g}" if config.views.count > 1 else ""
+    tuned = root / f"clip-e{args.epochs}-s{args.seed}-wd{args.word_dropout:g}{suffix}"
     wall, cpu = time.perf_counter(), time.process_time()
     card = finetune(str(train_data), tuned, config, progress=False)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
